@@ -1,0 +1,64 @@
+"""The LaTeX tokenizer: byte-pair encoding over space-separated LaTeX tokens, trained with `tokenizers`.
+
+Whitespace rule: runs of whitespace count as one space and leading/trailing whitespace is dropped, so
+`decode(encode(x)) == " ".join(x.split())` for every formula made of printable ASCII (the canonical token form is
+ASCII). Characters outside printable ASCII that were not seen in training become `<unk>`.
+"""
+
+import string
+from collections.abc import Iterable
+
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+SPECIAL_TOKENS = [PAD, BOS, EOS, UNK]
+# Every printable ASCII character is in the vocabulary, so any ASCII formula encodes without <unk>.
+ALPHABET = sorted(set(string.printable) - set(string.whitespace))
+
+
+def train_tokenizer(
+    formulas: Iterable[str], vocab_size: int = 1000, min_frequency: int = 2, show_progress: bool = False
+) -> PreTrainedTokenizerFast:
+    """Train a BPE tokenizer on formulas in the canonical token form.
+
+    Pieces never cross a space: each LaTeX token (`\\frac`, `{`, `x`) is one word, and frequent words become single
+    pieces, so a formula costs about one piece per LaTeX token.
+
+    Args:
+        formulas: formulas, one string each.
+        vocab_size: vocabulary size, special tokens and the alphabet included.
+        min_frequency: a merge must occur at least this often.
+        show_progress: show the `tokenizers` progress bar.
+
+    Returns:
+        A `PreTrainedTokenizerFast` that appends `</s>` to every encoded formula (the labels' end of sequence).
+    """
+    if vocab_size < len(SPECIAL_TOKENS) + len(ALPHABET) + 1:
+        raise ValueError(f"vocab_size must exceed {len(SPECIAL_TOKENS) + len(ALPHABET)}, got {vocab_size}")
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Strip(), normalizers.Replace(Regex(r"\s+"), " ")])
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=ALPHABET + ["▁"],
+        show_progress=show_progress,
+    )
+    tokenizer.train_from_iterator((formula for formula in formulas if formula.strip()), trainer=trainer)
+    if tokenizer.get_vocab_size() == len(SPECIAL_TOKENS) + len(ALPHABET) + 1 and vocab_size > 200:
+        raise ValueError("no merges were learned: are the formulas empty?")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, tokenizer.token_to_id(EOS))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        model_max_length=1024,
+        clean_up_tokenization_spaces=False,
+    )

@@ -1,0 +1,72 @@
+"""Shared fixtures: tiny random-init models and tokenizers built in a second, offline, on CPU."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+# The shared formula lists live outside the repository; point IM2LATEX_FORMULAS elsewhere if they do.
+FORMULAS = Path(
+    os.environ.get("IM2LATEX_FORMULAS", Path(__file__).resolve().parents[1] / ".." / "shared/data/formulas")
+)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: pass --runslow to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+
+
+@pytest.fixture(scope="session")
+def formulas_dir() -> Path:
+    if not (FORMULAS / "im2latex-100k").is_dir():
+        pytest.skip(f"formula lists not found at {FORMULAS} (set IM2LATEX_FORMULAS)")
+    return FORMULAS
+
+
+@pytest.fixture(scope="session")
+def fixture_formulas() -> list[str]:
+    return (FIXTURES / "formulas.txt").read_text().splitlines()
+
+
+@pytest.fixture(scope="session")
+def tiny_processor(fixture_formulas):
+    from modeling import Im2LatexImageProcessor, Im2LatexProcessor, train_tokenizer
+
+    tokenizer = train_tokenizer(fixture_formulas * 3, vocab_size=160)
+    return Im2LatexProcessor(Im2LatexImageProcessor(max_height=64, max_width=256), tokenizer)
+
+
+@pytest.fixture()
+def tiny_model(tiny_processor):
+    import torch
+
+    from modeling import Im2LatexForConditionalGeneration, make_config, make_generation_config
+
+    torch.manual_seed(0)
+    tokenizer = tiny_processor.tokenizer
+    config = make_config(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        d_model=32,
+        decoder_layers=1,
+        decoder_attention_heads=2,
+        decoder_ffn_dim=64,
+        max_length=64,
+        encoder_kwargs={"stage_depths": [1, 1, 1], "stage_widths": [8, 16, 32]},
+    )
+    model = Im2LatexForConditionalGeneration(config).eval()
+    model.generation_config = make_generation_config(config, max_length=24)
+    return model

@@ -1,0 +1,141 @@
+"""The image processor on the inputs users send: odd modes, sizes, files that are not images."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from modeling import Im2LatexImageProcessor, InvalidImageError, load_image
+
+
+def drawing(mode: str = "L", size=(240, 60), ink=0, paper=255) -> Image.Image:
+    image = Image.new(mode, size, paper)
+    ImageDraw.Draw(image).rectangle((40, 20, 200, 40), fill=ink)
+    return image
+
+
+def to_bytes(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return Im2LatexImageProcessor()
+
+
+def test_crop_scale_and_pad(processor):
+    values = processor(drawing()).pixel_values
+    assert values.shape[:2] == (1, 1) and values.shape[2] % 16 == 0 and values.shape[3] % 16 == 0
+    assert values.min() == 0 and values.max() == 1
+    ink = values[0, 0].nonzero()
+    # Cropped to the ink plus the border: the rectangle starts `border` pixels in, whatever the page margins.
+    assert ink[:, 0].min() == processor.border and ink[:, 1].min() == processor.border
+
+
+def test_same_result_for_every_way_of_giving_the_image(processor, tmp_path):
+    image = drawing()
+    path = tmp_path / "formula.png"
+    image.save(path)
+    expected = processor(image).pixel_values
+    for given in (path, str(path), to_bytes(image), np.asarray(image), image.convert("RGB")):
+        torch.testing.assert_close(processor(given).pixel_values, expected)
+
+
+def test_margins_tint_and_dark_mode_do_not_matter(processor):
+    expected = processor(drawing()).pixel_values
+    wide_margins = Image.new("L", (900, 300), 255)
+    wide_margins.paste(drawing(), (300, 100))
+    torch.testing.assert_close(processor(wide_margins).pixel_values, expected)
+    tinted = drawing("RGB", ink=(20, 30, 60), paper=(250, 240, 200))
+    dark_mode = drawing(ink=230, paper=30)
+    for variant in (tinted, dark_mode):
+        assert torch.allclose(processor(variant).pixel_values, expected, atol=0.02)
+
+
+def test_batches_of_mixed_sizes_pad_together(processor):
+    small, large = drawing(size=(100, 40)), drawing(size=(600, 160))
+    values = processor([small, large]).pixel_values
+    single = processor(small).pixel_values
+    assert values.shape[0] == 2 and values.shape[2:] == processor(large).pixel_values.shape[2:]
+    h, w = single.shape[2:]
+    torch.testing.assert_close(values[0, :, :h, :w], single[0])
+    assert values[0, :, h:, :].abs().sum() == 0 and values[0, :, :, w:].abs().sum() == 0
+
+
+def test_size_bounds(processor):
+    huge = Image.new("L", (6000, 3000), 255)
+    ImageDraw.Draw(huge).rectangle((100, 100, 5900, 2900), fill=0)
+    values = processor(huge).pixel_values
+    assert values.shape[2] <= processor.max_height and values.shape[3] <= processor.max_width
+    tiny = processor(drawing(size=(30, 8))).pixel_values
+    assert tiny.shape[2] >= processor.min_height
+    sliver = processor(Image.new("L", (20000, 2), 0)).pixel_values
+    assert sliver.shape[2] >= processor.min_height and sliver.shape[3] <= processor.max_width
+
+
+def test_one_pixel_and_blank_images_are_handled(processor):
+    for image in (
+        Image.new("L", (1, 1), 0),
+        Image.new("L", (1, 1), 255),
+        Image.new("RGB", (300, 100), "white"),
+    ):
+        values = processor(image).pixel_values
+        assert values.shape[2] >= processor.min_height and torch.isfinite(values).all()
+
+
+def test_transparency_16_bit_cmyk_and_gif(processor):
+    expected = processor(drawing()).pixel_values
+    transparent = Image.new("RGBA", (240, 60), (0, 0, 0, 0))
+    ImageDraw.Draw(transparent).rectangle((40, 20, 200, 40), fill=(0, 0, 0, 255))
+    white_on_transparent = Image.new("RGBA", (240, 60), (255, 255, 255, 0))
+    ImageDraw.Draw(white_on_transparent).rectangle((40, 20, 200, 40), fill=(255, 255, 255, 255))
+    sixteen_bit = Image.fromarray((np.asarray(drawing(), dtype=np.uint16) * 257).astype(np.uint16))
+    assert sixteen_bit.mode.startswith("I;16")
+    cmyk = drawing("RGB", ink=(0, 0, 0), paper=(255, 255, 255)).convert("CMYK")
+    frames = [drawing(), Image.new("L", (240, 60), 255)]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    for variant in (
+        transparent,
+        white_on_transparent,
+        sixteen_bit,
+        cmyk,
+        to_bytes(cmyk, "JPEG"),
+        gif.getvalue(),
+    ):
+        values = processor(variant).pixel_values
+        assert values.shape == expected.shape and (values - expected).abs().mean() < 0.02, type(variant)
+    assert load_image(to_bytes(transparent)).mode == "L"
+
+
+def test_bad_inputs_raise_clear_errors(processor, tmp_path):
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("this is not an image")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(to_bytes(drawing())[:60])
+    for path in (not_image, empty, truncated):
+        with pytest.raises(InvalidImageError, match=path.name):
+            processor(path)
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        processor(tmp_path / "missing.png")
+    with pytest.raises(InvalidImageError, match="not an image"):
+        processor(b"\x00\x01garbage")
+    with pytest.raises(InvalidImageError, match="cannot read an image from <dict>"):
+        processor({"image": 1})
+
+
+def test_huge_images_are_refused_before_decoding(processor, tmp_path):
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000), 1).save(bomb)
+    with pytest.raises(InvalidImageError, match=r"bomb.png.* too large to decode safely"):
+        processor(bomb)
+    big = tmp_path / "big.png"
+    Image.new("1", (8000, 6000), 1).save(big)
+    with pytest.raises(InvalidImageError, match=r"big.png.* 8000x6000 pixels, more than the limit"):
+        processor(big)

@@ -1,0 +1,140 @@
+"""The model: shapes, loss and gradients, save/load round trip, Auto loading, generation."""
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageTextToText,
+    VisionEncoderDecoderConfig,
+    VisionEncoderDecoderModel,
+)
+
+from modeling import (
+    Im2LatexEncoderConfig,
+    Im2LatexEncoderModel,
+    Im2LatexForConditionalGeneration,
+    PositionalEncoding2D,
+    make_config,
+)
+
+
+def formula_image(text: str = "x^2 + y", size: tuple[int, int] = (200, 40)) -> Image.Image:
+    image = Image.new("L", size, 255)
+    ImageDraw.Draw(image).text((8, size[1] // 3), text, fill=0)
+    return image
+
+
+def batch(processor, formulas):
+    pixel_values = processor(images=[formula_image(f[:20]) for f in formulas]).pixel_values
+    labels = [processor.tokenizer(f).input_ids for f in formulas]
+    width = max(map(len, labels))
+    labels = torch.tensor([row + [-100] * (width - len(row)) for row in labels])
+    return pixel_values, labels
+
+
+def test_encoder_output_shape_any_size():
+    config = Im2LatexEncoderConfig(stage_depths=[1, 1, 1], stage_widths=[8, 16, 32], hidden_size=24)
+    encoder = Im2LatexEncoderModel(config).eval()
+    for height, width in [(32, 64), (64, 384), (48, 112)]:
+        out = encoder(torch.rand(2, 1, height, width)).last_hidden_state
+        assert out.shape == (2, (height // 16) * (width // 16), 24)
+        assert torch.isfinite(out).all()
+
+
+def test_encoder_rejects_bad_shapes():
+    encoder = Im2LatexEncoderModel(Im2LatexEncoderConfig(stage_depths=[1, 1], stage_widths=[8, 16], hidden_size=16))
+    with pytest.raises(ValueError, match="pixel_values must have shape"):
+        encoder(torch.rand(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="at least 8x8"):
+        encoder(torch.rand(1, 1, 4, 32))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"stage_depths": [2, 2], "stage_widths": [8]}, "one positive width per stage"),
+        ({"hidden_size": 30}, "multiple of 4"),
+        ({"stage_depths": [2, 2, 2, 2, 2], "stage_widths": [1, 1, 1, 1, 1]}, "1 to 4"),
+        ({"drop_path_rate": 1.5}, "drop_path_rate"),
+    ],
+)
+def test_encoder_config_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Im2LatexEncoderConfig(**kwargs)
+
+
+def test_positional_encoding_distinguishes_positions():
+    encoding = PositionalEncoding2D(16)(torch.zeros(1, 16, 3, 5))[0]  # (C, H, W)
+    flat = encoding.flatten(1).T  # (H*W, C)
+    assert torch.cdist(flat, flat).add(torch.eye(15)).min() > 1e-3  # every position has its own code
+
+
+def test_reference_shapes_parameter_count():
+    config = make_config(vocab_size=600, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    model = Im2LatexForConditionalGeneration(config)
+    total = sum(p.numel() for p in model.parameters())
+    encoder = sum(p.numel() for p in model.encoder.parameters())
+    assert 5.5e6 < total < 7e6 and 2.7e6 < encoder < 3.0e6
+
+
+def test_forward_backward(tiny_model, tiny_processor, fixture_formulas):
+    tiny_model.train()
+    pixel_values, labels = batch(tiny_processor, fixture_formulas[:3])
+    out = tiny_model(pixel_values=pixel_values, labels=labels)
+    assert torch.isfinite(out.loss) and out.loss > 0
+    out.loss.backward()
+    grads = [p.grad for p in tiny_model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert tiny_model.encoder.backbone.conv1.weight.grad.abs().sum() > 0
+
+
+def test_save_load_round_trip_keeps_outputs(tiny_model, tiny_processor, fixture_formulas, tmp_path):
+    # Train steps move BatchNorm statistics away from their init, so a loader that re-initialises them is caught.
+    tiny_model.train()
+    pixel_values, labels = batch(tiny_processor, fixture_formulas[:4])
+    optimizer = torch.optim.AdamW(tiny_model.parameters(), lr=1e-3)
+    for _ in range(3):
+        tiny_model(pixel_values=pixel_values, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    tiny_model.eval()
+    bn = tiny_model.encoder.backbone.bn1
+    assert not torch.allclose(bn.running_mean, torch.zeros_like(bn.running_mean))
+
+    tiny_model.save_pretrained(tmp_path)
+    tiny_processor.save_pretrained(tmp_path)
+    with torch.no_grad():
+        expected = tiny_model(pixel_values=pixel_values, labels=labels).logits
+        for loader in (
+            Im2LatexForConditionalGeneration,
+            VisionEncoderDecoderModel,
+            AutoModelForImageTextToText,
+        ):
+            loaded = loader.from_pretrained(tmp_path).eval()
+            torch.testing.assert_close(loaded.encoder.backbone.bn1.running_mean, bn.running_mean)
+            torch.testing.assert_close(loaded(pixel_values=pixel_values, labels=labels).logits, expected)
+            assert loaded.generation_config.max_length == 24
+
+
+def test_auto_classes_know_the_encoder(tiny_model, tmp_path):
+    tiny_model.encoder.save_pretrained(tmp_path)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), Im2LatexEncoderConfig)
+    assert isinstance(AutoModel.from_pretrained(tmp_path), Im2LatexEncoderModel)
+    tiny_model.save_pretrained(tmp_path / "full")
+    assert isinstance(AutoConfig.from_pretrained(tmp_path / "full"), VisionEncoderDecoderConfig)
+
+
+def test_greedy_and_beam_generate(tiny_model, tiny_processor):
+    pixel_values = tiny_processor(images=[formula_image(), formula_image("a/b", (120, 60))]).pixel_values
+    greedy = tiny_model.generate(pixel_values=pixel_values, num_beams=1, max_new_tokens=8, min_new_tokens=2)
+    beam = tiny_model.generate(pixel_values=pixel_values, num_beams=3, max_new_tokens=8, min_new_tokens=2)
+    for sequences in (greedy, beam):
+        assert sequences.shape[0] == 2 and 3 <= sequences.shape[1] <= 9
+        assert (sequences[:, 0] == tiny_model.config.decoder_start_token_id).all()
+    # Greedy decoding is deterministic: the same image gives the same tokens.
+    again = tiny_model.generate(pixel_values=pixel_values, num_beams=1, max_new_tokens=8, min_new_tokens=2)
+    assert torch.equal(greedy, again)
+    # Generation stops at the configured bound.
+    assert tiny_model.generate(pixel_values=pixel_values, min_new_tokens=23).shape[1] == 24

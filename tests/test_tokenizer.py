@@ -1,0 +1,37 @@
+"""The BPE LaTeX tokenizer: round trip on real formulas, special tokens, save/load."""
+
+from transformers import AutoTokenizer
+
+from modeling import train_tokenizer
+
+
+def read_lines(path):
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_round_trip_on_every_validation_formula(formulas_dir):
+    tokenizer = train_tokenizer(read_lines(formulas_dir / "im2latex-100k/train_sample.txt"), vocab_size=500)
+    validation = read_lines(formulas_dir / "im2latex-100k/validation.txt")
+    assert len(validation) > 8000
+    encoded = tokenizer(validation).input_ids
+    decoded = tokenizer.batch_decode(encoded, skip_special_tokens=True)
+    mismatches = [(x, y) for x, y in zip(validation, decoded) if y != " ".join(x.split())]
+    assert not mismatches, mismatches[:3]
+    assert all(ids[-1] == tokenizer.eos_token_id for ids in encoded)
+    assert tokenizer.unk_token_id not in {i for ids in encoded for i in ids}
+    # A piece per LaTeX token or better: common commands are single pieces.
+    pieces = sum(map(len, encoded)) - len(encoded)
+    assert pieces <= 1.05 * sum(len(x.split()) for x in validation)
+    assert len(tokenizer.tokenize(r"\frac")) == 1
+
+
+def test_whitespace_rule_and_special_tokens(fixture_formulas, tmp_path):
+    tokenizer = train_tokenizer(fixture_formulas, vocab_size=150)
+    assert tokenizer.decode(tokenizer("  x ^ {  2 }\t+ y ").input_ids, skip_special_tokens=True) == "x ^ { 2 } + y"
+    assert len({tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id}) == 4
+    # Rare characters still round-trip: the whole printable ASCII alphabet is in the vocabulary.
+    odd = "@ ` | ~ ? ;"
+    assert tokenizer.decode(tokenizer(odd).input_ids, skip_special_tokens=True) == odd
+    tokenizer.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert loaded(fixture_formulas).input_ids == tokenizer(fixture_formulas).input_ids
