@@ -15,7 +15,7 @@ def test_round_trip_on_every_validation_formula(formulas_dir):
     assert len(validation) > 8000
     encoded = tokenizer(validation).input_ids
     decoded = tokenizer.batch_decode(encoded, skip_special_tokens=True)
-    mismatches = [(x, y) for x, y in zip(validation, decoded) if y != " ".join(x.split())]
+    mismatches = [(x, y) for x, y in zip(validation, decoded, strict=True) if y != " ".join(x.split())]
     assert not mismatches, mismatches[:3]
     assert all(ids[-1] == tokenizer.eos_token_id for ids in encoded)
     assert tokenizer.unk_token_id not in {i for ids in encoded for i in ids}
