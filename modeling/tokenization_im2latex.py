@@ -62,3 +62,34 @@ def train_tokenizer(
         model_max_length=1024,
         clean_up_tokenization_spaces=False,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m modeling.tokenization_im2latex FORMULAS.txt [...] --output DIR [--vocab-size N]`"""
+    import argparse
+    import logging
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description="Train the BPE LaTeX tokenizer on formula lists, one per line.")
+    parser.add_argument("formulas", nargs="+", type=Path, help="text files, one formula (canonical form) per line")
+    parser.add_argument("--output", type=Path, required=True, help="folder to save the tokenizer in")
+    parser.add_argument("--vocab-size", type=int, default=1000)
+    parser.add_argument("--min-frequency", type=int, default=2)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    missing = [str(path) for path in args.formulas if not path.is_file()]
+    if missing:
+        parser.error(f"formula files not found: {', '.join(missing)}")
+    formulas = [line for path in args.formulas for line in path.read_text(encoding="utf-8").splitlines()]
+    tokenizer = train_tokenizer(formulas, args.vocab_size, args.min_frequency, show_progress=True)
+    tokenizer.save_pretrained(args.output)
+    pieces = sum(len(ids) - 1 for ids in tokenizer(formulas).input_ids)
+    words = sum(len(formula.split()) for formula in formulas)
+    logging.info(
+        "trained on %d formulas: %d pieces for %d LaTeX tokens (%.2f per token); saved to %s",
+        len(formulas), pieces, words, pieces / max(words, 1), args.output,
+    )
+
+
+if __name__ == "__main__":
+    main()

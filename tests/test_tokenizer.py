@@ -35,3 +35,14 @@ def test_whitespace_rule_and_special_tokens(fixture_formulas, tmp_path):
     tokenizer.save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     assert loaded(fixture_formulas).input_ids == tokenizer(fixture_formulas).input_ids
+
+
+def test_command_line_trains_and_saves(fixture_formulas, tmp_path):
+    from modeling.tokenization_im2latex import main
+
+    formulas = tmp_path / "formulas.txt"
+    formulas.write_text("\n".join(fixture_formulas))
+    main([str(formulas), "--output", str(tmp_path / "tok"), "--vocab-size", "140", "--min-frequency", "1"])
+    loaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert len(loaded) == 140
+    assert loaded.decode(loaded(fixture_formulas[0]).input_ids, skip_special_tokens=True) == fixture_formulas[0]

@@ -1,0 +1,195 @@
+"""Score a saved im2latex model on a formula dataset: BLEU-4, token edit similarity, CER and exact match.
+
+    python evaluate.py --model outputs/base --dataset data/im2latex --split test --output eval/base
+    python evaluate.py --model outputs/tiny --dataset tests/fixtures/tiny_dataset --split test --max-samples 8 \\
+        --num-beams 2 --output eval/tiny --min-bleu 0.5
+
+Writes OUTPUT/metrics.json (the metrics, speed and run details) and OUTPUT/predictions.jsonl (one
+`{"image", "reference", "prediction"}` per example) and prints the metrics. Exits with 1 when `--min-bleu` is not
+met, with 2 on a bad argument.
+
+This script's name is also the name of the `evaluate` library; `data.metrics` imports the library in a way that skips
+this file (see `data.metrics._import_evaluate_library`), so import the library from there, never directly here.
+"""
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import torch
+from datasets.exceptions import DatasetGenerationError
+from tqdm.auto import tqdm
+from transformers import AutoProcessor
+
+from data.dataset import load_formula_dataset
+from data.metrics import compute_formula_metrics
+from modeling import Im2LatexForConditionalGeneration, InvalidImageError
+from modeling.inference import read_formulas
+
+logger = logging.getLogger(__name__)
+
+HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+class UsageError(Exception):
+    """A bad argument: reported as one line, exit status 2."""
+
+
+def check_source(source: str, what: str, marker: str | None = None) -> None:
+    """Refuse a local path that does not exist (or lacks `marker`) before any library tries it as a Hub id."""
+    path = Path(source)
+    if path.exists():
+        if marker is not None and not (path / marker).is_file():
+            raise UsageError(f"{source} is not a saved {what} folder (no {marker})")
+    elif not HUB_ID.match(source):
+        raise UsageError(f"{what} folder {source} does not exist")
+
+
+def load_model(source: str, device: str):
+    try:
+        model = Im2LatexForConditionalGeneration.from_pretrained(source)
+        processor = AutoProcessor.from_pretrained(source)
+    except (OSError, ValueError) as error:  # not on the Hub, offline, not an im2latex folder
+        raise UsageError(f"could not load the model {source}: {str(error).strip().splitlines()[0]}") from error
+    return model.to(device).eval(), processor
+
+
+def load_examples(args: argparse.Namespace) -> datasets.Dataset:
+    try:
+        dataset = load_formula_dataset(args.dataset, args.split, args.image_column, args.formula_column)
+    except (OSError, ValueError) as error:  # no such dataset, split or column
+        raise UsageError(str(error).strip().splitlines()[0]) from error
+    except DatasetGenerationError as error:  # a folder that is not a dataset
+        cause = str(error.__cause__ or error).strip().splitlines()[0]
+        raise UsageError(f"could not read the dataset {args.dataset} (is it a dataset folder?): {cause}") from error
+    if args.max_samples is not None:
+        dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+    if isinstance(dataset.features["image"], datasets.Image):
+        # Undecoded {"path", "bytes"}: the image processor reads the bytes itself, and the path names the example.
+        dataset = dataset.cast_column("image", datasets.Image(decode=False))
+    return dataset
+
+
+def image_name(image, index: int, dataset_source: str) -> str | int:
+    """The image's path relative to the dataset folder when it has one there, its stored path, or its index."""
+    path = image.get("path") if isinstance(image, dict) else image if isinstance(image, str) else None
+    if not path:
+        return index
+    folder = Path(dataset_source).resolve()
+    try:
+        return Path(path).resolve().relative_to(folder).as_posix()
+    except ValueError:
+        return path
+
+
+def predict(model, processor, dataset: datasets.Dataset, args: argparse.Namespace) -> list[dict]:
+    """Read every image in batches; unreadable ones are reported and skipped.
+
+    Returns:
+        One `{"image", "reference", "prediction", "truncated"}` per readable example.
+    """
+    records = []
+    with tqdm(total=len(dataset), desc="evaluating", unit="formula") as progress:
+        for start in range(0, len(dataset), args.batch_size):
+            batch = dataset[start : start + args.batch_size]
+            images, kept = [], []
+            for offset, (image, formula) in enumerate(zip(batch["image"], batch["formula"], strict=True)):
+                source = (image["bytes"] or image["path"]) if isinstance(image, dict) else image
+                name = image_name(image, start + offset, args.dataset)
+                try:
+                    images.append(processor.image_processor.prepare(source))
+                except (InvalidImageError, FileNotFoundError) as error:
+                    logger.warning("skipping example %s: %s", name, error)
+                    continue
+                kept.append({"image": name, "reference": formula})
+            if images:
+                readings = read_formulas(model, processor, images, num_beams=args.num_beams)
+                records += [
+                    {**record, "prediction": reading.latex, "truncated": reading.truncated}
+                    for record, reading in zip(kept, readings, strict=True)
+                ]
+            progress.update(len(batch["formula"]))
+    return records
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="saved model folder (train.py's output) or Hub id")
+    parser.add_argument("--dataset", required=True, help="Hub id, parquet DatasetDict folder or image folder")
+    parser.add_argument("--split", default="test", help="split to score (an image folder's only split by any name)")
+    parser.add_argument("--output", type=Path, required=True, help="folder for metrics.json and predictions.jsonl")
+    parser.add_argument("--num-beams", type=int, help="beams for generate (default: the model's generation config)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-samples", type=int, help="score only the first N examples")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--image-column", default="image")
+    parser.add_argument("--formula-column", default="formula")
+    parser.add_argument("--min-bleu", type=float, help="exit with status 1 when BLEU (in [0, 1]) is below this")
+    args = parser.parse_args(argv)
+    for name in ("num_beams", "batch_size", "max_samples"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was given but no CUDA device is available")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # 1. Arguments, model and data: any problem here is one line and exit status 2.
+    try:
+        args = parse_args(argv)
+        check_source(args.model, "model", "config.json")
+        check_source(args.dataset, "dataset")
+        dataset = load_examples(args)
+        model, processor = load_model(args.model, args.device)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    args.num_beams = args.num_beams or model.generation_config.num_beams or 1
+
+    # 2. Predict, timing preprocessing + generation + decoding (not loading).
+    started = time.perf_counter()
+    records = predict(model, processor, dataset, args)
+    seconds = time.perf_counter() - started
+    if not records:
+        print(f"error: no readable image among the {len(dataset)} examples of {args.dataset}", file=sys.stderr)
+        return 1
+
+    # 3. Score and write. Generation stops at an end token or at the length limit, so a prediction without an end
+    # token hit the limit.
+    truncated = sum(record.pop("truncated") for record in records)
+    scores = compute_formula_metrics([r["prediction"] for r in records], [r["reference"] for r in records])
+    metrics = {
+        **scores,
+        "truncated_fraction": truncated / len(records),
+        "num_samples": len(records),
+        "num_skipped": len(dataset) - len(records),
+        "split": args.split,
+        "dataset": args.dataset,
+        "model": args.model,
+        "num_beams": args.num_beams,
+        "seconds": round(seconds, 3),
+        "formulas_per_second": len(records) / seconds if seconds > 0 else 0.0,
+    }
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    with open(args.output / "predictions.jsonl", "w", encoding="utf-8") as file:
+        file.writelines(json.dumps(record) + "\n" for record in records)
+
+    width = max(len(key) for key in metrics)
+    for key, value in metrics.items():
+        print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    if args.min_bleu is not None and scores["bleu"] < args.min_bleu:
+        print(f"error: BLEU {scores['bleu']:.4f} is below --min-bleu {args.min_bleu}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

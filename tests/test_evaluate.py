@@ -1,0 +1,117 @@
+"""evaluate.py end to end on a tiny random model and a tiny image folder, run as `python evaluate.py` from the root."""
+
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
+METRIC_KEYS = {"bleu", "token_edit_similarity", "cer", "exact_match", "truncated_fraction"}
+RUN_KEYS = {"num_samples", "num_skipped", "split", "dataset", "model", "num_beams", "seconds", "formulas_per_second"}
+
+
+def run_evaluate(*arguments: str) -> subprocess.CompletedProcess:
+    """`python evaluate.py ...` in the repository root, so the root (and its evaluate.py) is first on sys.path."""
+    return subprocess.run(
+        [sys.executable, "evaluate.py", *arguments], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture()
+def model_dir(tiny_model, tiny_processor, tmp_path) -> Path:
+    folder = tmp_path / "model"
+    tiny_model.save_pretrained(folder)
+    tiny_processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def dataset_dir(fixture_formulas, tmp_path) -> Path:
+    """An image folder: images/N.png drawn with PIL and metadata.csv (`file_name,formula`)."""
+    folder = tmp_path / "dataset"
+    (folder / "images").mkdir(parents=True)
+    rows = []
+    for index, formula in enumerate(fixture_formulas[:4]):
+        image = Image.new("L", (16 + 7 * len(formula), 40), 255)
+        ImageDraw.Draw(image).text((8, 12), formula, fill=0)
+        image.save(folder / "images" / f"{index}.png")
+        rows.append({"file_name": f"images/{index}.png", "formula": formula})
+    with open(folder / "metadata.csv", "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=["file_name", "formula"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
+def test_evaluate_writes_metrics_and_predictions(model_dir, dataset_dir, fixture_formulas, tmp_path):
+    output = tmp_path / "eval"
+    done = run_evaluate(
+        *("--model", str(model_dir), "--dataset", str(dataset_dir), "--split", "test", "--output", str(output)),
+        *("--max-samples", "3", "--batch-size", "2", "--num-beams", "2", "--device", "cpu", "--min-bleu", "0.99"),
+    )
+    # A random model cannot reach BLEU 0.99: the files are written, then the exit status says it failed.
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1].startswith("error: BLEU ") and "--min-bleu 0.99" in done.stderr
+    assert "Traceback" not in done.stderr
+
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert set(metrics) == METRIC_KEYS | RUN_KEYS
+    assert metrics["num_samples"] == 3 and metrics["num_skipped"] == 0 and metrics["num_beams"] == 2
+    assert metrics["split"] == "test" and metrics["dataset"] == str(dataset_dir) and metrics["model"] == str(model_dir)
+    assert 0.0 <= metrics["bleu"] < 0.99 and 0.0 <= metrics["token_edit_similarity"] <= 1.0
+    assert metrics["cer"] >= 0.0 and 0.0 <= metrics["exact_match"] <= 1.0
+    assert 0.0 <= metrics["truncated_fraction"] <= 1.0 and metrics["formulas_per_second"] > 0
+    for key in METRIC_KEYS:
+        assert f"{key} " in done.stdout  # the printed table
+
+    records = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
+    assert [record["image"] for record in records] == ["images/0.png", "images/1.png", "images/2.png"]
+    assert [record["reference"] for record in records] == fixture_formulas[:3]
+    assert all(set(record) == {"image", "reference", "prediction"} for record in records)
+    assert all(isinstance(record["prediction"], str) for record in records)
+
+    # The metrics are those of the written predictions, computed by the shared module.
+    from data.metrics import compute_formula_metrics
+
+    expected = compute_formula_metrics([r["prediction"] for r in records], [r["reference"] for r in records])
+    assert {key: metrics[key] for key in expected} == pytest.approx(expected)
+
+
+@pytest.fixture(scope="module")
+def evaluate_script():
+    """The root script as a module under another name: `evaluate` is the library's (see data.metrics)."""
+    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"--model": "no/such/dir"}, "error: model folder no/such/dir does not exist"),
+        ({"--dataset": "no/such/data"}, "error: dataset folder no/such/data does not exist"),
+        ({"--model": "DATASET"}, "is not a saved model folder (no config.json)"),
+        ({"--dataset": "PARQUET"}, "has no split 'test'; it has ['train']"),
+        ({"--dataset": "MODEL"}, "could not read the dataset"),
+        ({"--formula-column": "latex"}, "has no formula column 'latex'"),
+        ({"--batch-size": "0"}, "error: --batch-size must be at least 1, got 0"),
+    ],
+)
+def test_bad_arguments_exit_2(change, message, evaluate_script, model_dir, dataset_dir, tmp_path, capsys):
+    arguments = {"--model": str(model_dir), "--dataset": str(dataset_dir), "--output": str(tmp_path / "out")}
+    parquet = tmp_path / "parquet"
+    parquet.mkdir()
+    Dataset.from_dict({"image": ["0.png"], "formula": ["x"]}).to_parquet(parquet / "train.parquet")
+    places = {"MODEL": str(model_dir), "DATASET": str(dataset_dir), "PARQUET": str(parquet)}
+    arguments.update({key: places.get(value, value) for key, value in change.items()})
+    assert evaluate_script.main([item for pair in arguments.items() for item in pair]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after any progress bar of the loading
+    assert error.startswith("error: ") and message in error
+    assert not (tmp_path / "out").exists()
