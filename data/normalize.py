@@ -1,0 +1,446 @@
+r"""Turn raw LaTeX math into the one canonical token form: im2latex-100k's space-separated tokens.
+
+The target is the convention of the im2latex-100k lists (Deng et al., KaTeX-normalised), e.g.
+``\frac { a } { b }``, ``\mathrm { m a x }``, ``\operatorname { s i n }``, ``\left( x \right)``.
+
+Tokenisation
+    A control word ``\name`` (letters; ``\operatorname*``, ``\hspace*``, ``\vspace*``, ``\tag*`` keep their
+    star) is one token; ``\`` plus one non-letter (``\,``, ``\{``, ``\\``, control space) is one token;
+    every other character is its own token, so ``\mathrm{max}`` becomes ``\mathrm { m a x }`` and ``12``
+    becomes ``1 2``. ``\begin{name}`` / ``\end{name}`` are one token each. ``\left`` / ``\right`` /
+    ``\middle`` are glued to their delimiter (``\left(``, ``\right\}``, ``\left.``). Spaces are dropped,
+    except inside text-mode arguments (``\text``, ``\mbox``, ...) where a run of spaces is visible and becomes
+    ``~``. Control space is written ``\`` followed by the separating space, as im2latex writes it.
+    ``%`` starts a comment up to the end of the line.
+
+Merges (only forms that render identically under our preamble, which loads amsmath and amssymb)
+    * Aliases map to the form most frequent in im2latex-100k (``_ALIASES``): ``\to``->``\rightarrow``,
+      ``\le``->``\leq``, ``\ge``->``\geq``, ``\ne``->``\neq``, ``\dag``->``\dagger``, ``\vert``->``|``,
+      ``\Vert``->``\|``, ``\lbrack``->``[``, ``\lbrace``->``\{``, ``\land``->``\wedge``, ``\sp``->``^``,
+      ``\sb``->``_``, ``\text``->``\textrm``, ``\>``->``\:``, ``\thinspace``->``\,`` ... and inside
+      ``\left``/``\right``: ``<``->``\langle``, ``\lvert``->``|``.
+    * ``\sin`` etc. -> ``\operatorname { s i n }``; ``\lim``, ``\max``, ``\det`` ... ->
+      ``\operatorname* { l i m }`` (amsmath defines them exactly so).
+    * ``a \over b`` -> ``\frac { a } { b }``, ``\choose`` -> ``\binom``; ``\dfrac`` -> ``{ \displaystyle
+      \frac .. }``, ``\tfrac`` -> ``{ \textstyle \frac .. }`` (their amsmath definitions);
+      ``{\rm ab}`` -> ``{ \mathrm { a b } }`` (im2latex has no ``\rm``).
+    * ``pmatrix``/``bmatrix``/``Bmatrix``/``vmatrix``/``Vmatrix`` -> ``\left( \begin{matrix} .. \end{matrix}
+      \right)`` and so on (amsmath's definition). In every tabular environment each cell is braced and every
+      row ends with ``\\``, as im2latex writes arrays.
+    * Not merged, because they do not render identically in general: ``\left(`` vs ``(`` (``\left`` sizes to
+      its content), ``\dots`` vs ``\ldots``/``\cdots``, ``\cdot`` vs ``\cdotp``, ``\iff`` vs
+      ``\Longleftrightarrow``, ``\mbox`` vs ``\textrm``. Not merged because im2latex-100k uses both forms
+      a lot and the merge would restructure groups: ``\cal``/``\mathcal``, ``\bf``/``\mathbf``; unbraced
+      script arguments (``x ^ 2``) are kept as written, as im2latex keeps them.
+
+Spacing (a total rule: every spacing command is in exactly one of the tables below; nothing else is spacing)
+    * kept as written (``_SPACING_KEEP``): ``\,`` ``\:`` ``\;`` ``\!`` ``\quad`` ``\qquad`` ``~`` control
+      space, ``\enspace`` ``\enskip`` ``\hspace{..}`` ``\vspace{..}`` ``\kern`` ``\mkern`` ``\hskip``
+      ``\mskip`` ``\mspace`` ``\hfill`` ``\hfil`` ``\hss`` ``\smallskip`` ``\medskip`` ``\bigskip``
+      ``\vskip`` ``\negmedspace`` ``\negthickspace`` ``\phantom`` ``\hphantom`` ``\vphantom`` ``\strut``
+      ``\mathstrut`` ``\/``;
+    * aliased (``_SPACING_ALIASES``): ``\>`` ``\medspace``->``\:``, ``\thinspace``->``\,``,
+      ``\thickspace``->``\;``, ``\negthinspace``->``\!``, ``\hspace*``->``\hspace``,
+      ``\vspace*``->``\vspace``, ``\nobreakspace``->``~``, ``\space``->control space;
+    * dropped, invisible in a single formula (``_DROP``): ``\nonumber`` ``\notag`` ``\allowbreak``
+      ``\nobreak`` ``\nolinebreak`` ``\linebreak`` ``\pagebreak`` ``\displaybreak`` ``\break``
+      ``\newline`` ``\noindent`` ``\relax``; with their argument: ``\label{..}`` ``\tag{..}`` ``\tag*{..}``.
+
+Wrappers: outer ``$``, ``$$``, ``\[ \]``, ``\( \)`` and ``equation``/``equation*``/``displaymath``/``math``
+environments are stripped; ``align``/``flalign`` -> ``aligned``, ``alignat`` -> ``alignedat``, ``gather`` /
+``multline`` -> ``gathered``, ``eqnarray`` -> ``array { r c l }`` (as the raw lists were prepared).
+
+Errors: :func:`normalize` raises :class:`LatexNormalizationError` (a ``ValueError``) naming the formula for
+unbalanced braces, ``\begin``/``\end`` mismatches, ``\left`` without a delimiter or unbalanced
+``\left``/``\right``. An empty or all-comment formula normalises to ``""``.
+
+Invariants (tests/test_normalize.py): ``normalize`` is idempotent, and leaves an im2latex-100k validation or
+test line unchanged except for these documented exceptions (4.2% of lines: 755 of 17,919): lines using a
+non-canonical alias above (``\to``, ``\le``, ``\vert``, ``\dag``, ``\sp``, ``\left<`` ...), lines with
+``\nonumber``/``\label`` (dropped), and lines with KaTeX artefacts that are not LaTeX tokens (``--``,
+``---``, ``[object Object]`` from a broken ``\sqrt[n]``, ``ule`` from a mangled ``\rule``, ``cm``).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["LatexNormalizationError", "normalize", "tokenize", "detokenize"]
+
+
+class LatexNormalizationError(ValueError):
+    """A formula that cannot be normalised (unbalanced braces or environments)."""
+
+
+_STAR_COMMANDS = {"\\operatorname", "\\hspace", "\\vspace", "\\tag"}
+_TOKEN_RE = re.compile(r"\\(begin|end)\s*\{\s*([A-Za-z]+\*?)\s*\}|\\[A-Za-z]+|\\.|\\$|%[^\n]*|\s+|.", re.S)
+_TEXT_COMMANDS = {
+    "\\text", "\\textrm", "\\textup", "\\textnormal", "\\textit", "\\textbf", "\\textsf", "\\texttt",
+    "\\textsl", "\\emph", "\\mbox", "\\hbox", "\\fbox",
+}  # fmt: skip
+_SPACING_KEEP = {
+    "\\,", "\\:", "\\;", "\\!", "\\quad", "\\qquad", "~", "\\ ", "\\enspace", "\\enskip", "\\hspace",
+    "\\vspace", "\\kern", "\\mkern", "\\hskip", "\\mskip", "\\mspace", "\\hfill", "\\hfil", "\\hss",
+    "\\smallskip", "\\medskip", "\\bigskip", "\\vskip", "\\negmedspace", "\\negthickspace", "\\phantom",
+    "\\hphantom", "\\vphantom", "\\strut", "\\mathstrut", "\\/",
+}  # fmt: skip
+_SPACING_ALIASES = {
+    "\\>": "\\:", "\\medspace": "\\:", "\\thinspace": "\\,", "\\thickspace": "\\;", "\\negthinspace": "\\!",
+    "\\hspace*": "\\hspace", "\\vspace*": "\\vspace", "\\nobreakspace": "~", "\\space": "\\ ",
+}  # fmt: skip
+_DROP = {
+    "\\nonumber", "\\notag", "\\allowbreak", "\\nobreak", "\\nolinebreak", "\\linebreak", "\\pagebreak",
+    "\\displaybreak", "\\break", "\\newline", "\\noindent", "\\relax",
+}  # fmt: skip
+_DROP_WITH_ARG = {"\\label", "\\tag", "\\tag*"}
+_ALIASES = {
+    **_SPACING_ALIASES,
+    "\\to": "\\rightarrow", "\\le": "\\leq", "\\ge": "\\geq", "\\ne": "\\neq", "\\dag": "\\dagger",
+    "\\ddag": "\\ddagger", "\\vert": "|", "\\Vert": "\\|", "\\lbrack": "[", "\\rbrack": "]",
+    "\\lbrace": "\\{", "\\rbrace": "\\}", "\\land": "\\wedge", "\\lor": "\\vee", "\\lnot": "\\neg",
+    "\\gets": "\\leftarrow", "\\owns": "\\ni", "\\sp": "^", "\\sb": "_", "\\text": "\\textrm",
+    "\\bgroup": "{", "\\egroup": "}",
+    "\\lt": "<", "\\gt": ">", "\\colonequals": "\\coloneqq",
+}  # fmt: skip
+_DELIMITER_ALIASES = {
+    "<": "\\langle", ">": "\\rangle", "\\lvert": "|", "\\rvert": "|", "\\vert": "|", "\\lVert": "\\|",
+    "\\rVert": "\\|", "\\Vert": "\\|", "\\lbrack": "[", "\\rbrack": "]", "\\lbrace": "\\{", "\\rbrace": "\\}",
+}  # fmt: skip
+_OPERATORS = {
+    "arccos", "arcsin", "arctan", "arg", "cos", "cosh", "cot", "coth", "csc", "deg", "dim", "exp", "hom",
+    "ker", "lg", "ln", "log", "sec", "sin", "sinh", "tan", "tanh",
+}  # fmt: skip
+_LIMIT_OPERATORS = {
+    "lim": "lim", "max": "max", "min": "min", "sup": "sup", "inf": "inf", "det": "det", "gcd": "gcd",
+    "Pr": "Pr", "liminf": "lim\\,inf", "limsup": "lim\\,sup",
+}  # fmt: skip
+_STYLE_FRACTIONS = {
+    "\\dfrac": ("\\displaystyle", "\\frac"), "\\tfrac": ("\\textstyle", "\\frac"),
+    "\\dbinom": ("\\displaystyle", "\\binom"), "\\tbinom": ("\\textstyle", "\\binom"),
+}  # fmt: skip
+_DELIMITED_MATRICES = {
+    "pmatrix": ("(", ")"), "bmatrix": ("[", "]"), "Bmatrix": ("\\{", "\\}"), "vmatrix": ("|", "|"),
+    "Vmatrix": ("\\|", "\\|"),
+}  # fmt: skip
+_STRIPPED_ENVS = {"equation", "equation*", "displaymath", "math"}
+_RENAMED_ENVS = {
+    "align": "aligned", "align*": "aligned", "flalign": "aligned", "flalign*": "aligned",
+    "alignat": "alignedat", "alignat*": "alignedat", "gather": "gathered", "gather*": "gathered",
+    "multline": "gathered", "multline*": "gathered", "eqnarray": "array", "eqnarray*": "array",
+}  # fmt: skip
+_ENV_ARGS = {"array": 1, "tabular": 1, "alignedat": 1, "subarray": 1, "darray": 1}
+_ROW_RULES = {"\\hline", "\\hdashline", "\\cline"}
+_DIMENSION = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)(pt|em|ex|mm|cm|in|bp|pc|dd|cc|sp|mu)")
+_WRAPPERS = (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$"))
+
+# A parsed formula: a list whose items are tokens (str) or brace groups (nested lists).
+Node = list
+
+
+class _Flat(list):
+    """A processed environment: written inline (no braces) but opaque to the enclosing cell splitting."""
+
+
+def tokenize(latex: str) -> list[str]:
+    """Split LaTeX into tokens; whitespace runs come out as ``" "`` and comments are dropped.
+
+    Args:
+        latex: raw LaTeX source.
+
+    Returns:
+        The token list, e.g. ``["\\frac", "{", "a", "}", " ", "{", "b", "}"]``.
+    """
+    tokens: list[str] = []
+    for match in _TOKEN_RE.finditer(latex):
+        token = match.group(0)
+        if match.group(1):
+            env = match.group(2)
+            tokens.append(f"\\{match.group(1)}{{{env}}}")
+        elif token.startswith("%"):
+            continue
+        elif token.isspace():
+            if tokens and tokens[-1] != " ":
+                tokens.append(" ")
+        elif token == "*" and tokens and tokens[-1] in _STAR_COMMANDS:
+            tokens[-1] += "*"
+        elif token in ("\\", "\\\n", "\\\t", "\\\r"):
+            tokens.append("\\ ")
+        else:
+            tokens.append(token)
+    return tokens
+
+
+def detokenize(tree: Node) -> str:
+    """Write a parsed formula in the canonical space-separated form (control space as ``\\``)."""
+    out: list[str] = []
+    for item in tree:
+        if isinstance(item, _Flat):
+            out.append(detokenize(item))
+        elif isinstance(item, list):
+            out.append("{ " + detokenize(item) + " }" if item else "{ }")
+        else:
+            out.append("\\" if item == "\\ " else item)
+    return " ".join(out)
+
+
+def _strip_wrappers(latex: str) -> str:
+    text = latex.strip()
+    for left, right in _WRAPPERS:
+        if len(text) >= len(left) + len(right) and text.startswith(left) and text.endswith(right):
+            inner = text[len(left) : len(text) - len(right)]
+            if left.startswith("$") and "$" in inner:
+                continue
+            if not inner.rstrip().endswith("\\") or inner.rstrip().endswith("\\\\"):
+                return inner.strip()
+    return text
+
+
+def _is_canonical(tokens: list[str]) -> bool:
+    """True when every token is already separated by one space, as in the canonical form."""
+    glue = {"\\left", "\\right", "\\middle", "\\ "}
+    return all(a == " " or b == " " or a in glue for a, b in zip(tokens, tokens[1:], strict=False))
+
+
+def _parse(tokens: list[str], latex: str) -> Node:
+    """Nest brace groups; glue ``\\left``/``\\right`` to their delimiter; keep spaces only inside text mode.
+
+    In raw LaTeX a space inside a text-mode argument is visible and becomes ``~``; in an input that is already
+    in the canonical space-separated form every space is a separator (this keeps ``normalize`` idempotent).
+    """
+    keep_text_spaces = not _is_canonical(tokens)
+    root: Node = []
+    stack: list[Node] = [root]
+    text_depth: list[bool] = [False]
+    pending_text = False
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if token == "{":
+            group: Node = []
+            stack[-1].append(group)
+            stack.append(group)
+            text_depth.append(text_depth[-1] or pending_text)
+            pending_text = False
+            continue
+        if token == "}":
+            if len(stack) == 1:
+                raise LatexNormalizationError(f"unbalanced '}}' in formula {latex!r}")
+            stack.pop()
+            text_depth.pop()
+            continue
+        if token == " ":
+            if keep_text_spaces and text_depth[-1] and not pending_text:
+                stack[-1].append("~")
+            continue
+        if token in ("\\left", "\\right", "\\middle"):
+            while i < len(tokens) and tokens[i] == " ":
+                i += 1
+            if i >= len(tokens) or tokens[i] in ("{", "}"):
+                raise LatexNormalizationError(f"{token} without a delimiter in formula {latex!r}")
+            delimiter = _DELIMITER_ALIASES.get(tokens[i], tokens[i])
+            i += 1
+            token = token + delimiter
+        pending_text = token in _TEXT_COMMANDS
+        stack[-1].append(token)
+    if len(stack) != 1:
+        raise LatexNormalizationError(f"unbalanced '{{' in formula {latex!r}")
+    return root
+
+
+def _take_arg(items: Node, i: int) -> tuple[object | None, int]:
+    """Return the argument starting at ``items[i]`` (a group or one token) and the index after it."""
+    if i < len(items):
+        return items[i], i + 1
+    return None, i
+
+
+def _rewrite_tokens(items: Node) -> Node:
+    """Apply token-level aliases, operator expansion, drops, and style fractions within one list."""
+    out: Node = []
+    i = 0
+    while i < len(items):
+        item = items[i]
+        i += 1
+        if isinstance(item, list):
+            out.append(_transform(item))
+            continue
+        item = _ALIASES.get(item, item)
+        if item in _DROP:
+            continue
+        if item in _DROP_WITH_ARG:
+            _, i = _take_arg(items, i)
+            continue
+        name = item[1:]
+        if item.startswith("\\") and name in _OPERATORS:
+            out += ["\\operatorname", list(name)]
+        elif item.startswith("\\") and name in _LIMIT_OPERATORS:
+            out += ["\\operatorname*", [t for t in tokenize(_LIMIT_OPERATORS[name]) if t != " "]]
+        elif item in _STYLE_FRACTIONS:
+            style, command = _STYLE_FRACTIONS[item]
+            first, i = _take_arg(items, i)
+            second, i = _take_arg(items, i)
+            args = [_transform(a) if isinstance(a, list) else a for a in (first, second) if a is not None]
+            out.append([style, command, *args])
+        elif item == "\\rm":
+            rest = _transform(items[i:])
+            if rest:
+                out += ["\\mathrm", rest]
+            break
+        elif item.startswith("\\begin{") or item.startswith("\\end{"):
+            out += _rename_env(item)
+        else:
+            out.append(item)
+    return out
+
+
+def _rename_env(token: str) -> list:
+    kind, env = token[1:].split("{", 1)
+    env = env[:-1]
+    if env in _STRIPPED_ENVS:
+        return []
+    if env in _DELIMITED_MATRICES:
+        left, right = _DELIMITED_MATRICES[env]
+        return ["\\left" + left, "\\begin{matrix}"] if kind == "begin" else ["\\end{matrix}", "\\right" + right]
+    renamed = _RENAMED_ENVS.get(env, env)
+    if kind == "begin" and env.startswith("eqnarray"):
+        return ["\\begin{array}", ["r", "c", "l"]]
+    return [f"\\{kind}{{{renamed}}}"]
+
+
+def _split_over(items: Node) -> Node:
+    """``a \\over b`` -> ``\\frac { a } { b }`` within one group (left alone next to ``&`` or ``\\\\``)."""
+    infix = {"\\over": "\\frac", "\\choose": "\\binom"}
+    positions = [k for k, t in enumerate(items) if isinstance(t, str) and t in infix]
+    if len(positions) != 1 or any(t in ("&", "\\\\") for t in items if isinstance(t, str)):
+        return items
+    k = positions[0]
+    return [infix[items[k]], items[:k], items[k + 1 :]]
+
+
+def _cellify(body: Node) -> Node:
+    """Brace every cell of a tabular body and end every row with ``\\\\`` (im2latex's array form)."""
+    rows: list[tuple[Node, Node, Node]] = []  # (leading rules, row tokens, "[dimen]" after its \\)
+    current: Node = []
+    rules: Node = []
+    i = 0
+    while i < len(body):
+        item = body[i]
+        i += 1
+        if item == "\\\\":
+            spacing: Node = []
+            end = body.index("]", i) if i < len(body) and body[i] == "[" and "]" in body[i:] else -1
+            if end > 0 and _DIMENSION.fullmatch("".join(map(str, body[i + 1 : end]))):
+                spacing, i = body[i : end + 1], end + 1
+            rows.append((rules, current, spacing))
+            current, rules = [], []
+        elif not current and isinstance(item, str) and item in _ROW_RULES:
+            rules.append(item)
+            if item == "\\cline" and i < len(body):
+                rules.append(body[i])
+                i += 1
+        else:
+            current.append(item)
+    rows.append((rules, current, []))
+    out: Node = []
+    for index, (rules, row, spacing) in enumerate(rows):
+        out += rules
+        if not row and index == len(rows) - 1:
+            break
+        cells: list[Node] = [[]]
+        for item in row:
+            if item == "&":
+                cells.append([])
+            else:
+                cells[-1].append(item)
+        for c, cell in enumerate(cells):
+            if c:
+                out.append("&")
+            out.append(cell[0] if len(cell) == 1 and type(cell[0]) is list else cell)
+        out += ["\\\\", *spacing]
+    return out
+
+
+def _environments(items: Node) -> Node:
+    """Find ``\\begin{X} .. \\end{X}`` pairs in one list and cellify their bodies."""
+    out: Node = []
+    i = 0
+    while i < len(items):
+        item = items[i]
+        i += 1
+        if not (isinstance(item, str) and item.startswith("\\begin{")):
+            if isinstance(item, str) and item.startswith("\\end{"):
+                raise LatexNormalizationError(f"{item} without \\begin")
+            out.append(item)
+            continue
+        env = item[len("\\begin{") : -1]
+        depth, j = 1, i
+        while j < len(items) and depth:
+            if items[j] == item:
+                depth += 1
+            elif items[j] == f"\\end{{{env}}}":
+                depth -= 1
+            j += 1
+        if depth:
+            raise LatexNormalizationError(f"{item} without \\end{{{env}}}")
+        body = items[i : j - 1]
+        head: Node = [item]
+        if body and body[0] == "[" and "]" in body:
+            end = body.index("]")
+            head += body[: end + 1]
+            body = body[end + 1 :]
+        for _ in range(_ENV_ARGS.get(env, 0)):
+            if body:
+                head.append(body[0])
+                body = body[1:]
+        out.append(_Flat(head + _cellify(_environments(body)) + [items[j - 1]]))
+        i = j
+    return out
+
+
+def _transform(items: Node) -> Node:
+    return _split_over(_environments(_rewrite_tokens(items)))
+
+
+def _is_glued(token: str, command: str) -> bool:
+    """True for ``\\left(`` / ``\\left\\{`` (command + delimiter), false for ``\\leftarrow``."""
+    rest = token[len(command) :]
+    return token.startswith(command) and bool(rest) and not rest[0].isalpha()
+
+
+def _check_left_right(tree: Node, latex: str) -> None:
+    depth = 0
+    for item in tree:
+        if isinstance(item, list):
+            _check_left_right(item, latex)
+        elif _is_glued(item, "\\left"):
+            depth += 1
+        elif _is_glued(item, "\\right"):
+            depth -= 1
+            if depth < 0:
+                raise LatexNormalizationError(f"\\right without \\left in formula {latex!r}")
+    if depth:
+        raise LatexNormalizationError(f"\\left without \\right in formula {latex!r}")
+
+
+def normalize(latex: str) -> str:
+    """Normalise raw LaTeX math to the canonical im2latex-100k token form.
+
+    Args:
+        latex: one formula, raw LaTeX or already canonical; may be wrapped in ``$``, ``\\[``, ``equation`` ...
+
+    Returns:
+        The canonical space-separated token string (``""`` for an empty formula).
+
+    Raises:
+        LatexNormalizationError: unbalanced braces, environments or ``\\left``/``\\right``.
+    """
+    tokens = tokenize(_strip_wrappers(latex))
+    try:
+        tree = _transform(_parse(tokens, latex))
+    except LatexNormalizationError as error:
+        if "formula" in str(error):
+            raise
+        raise LatexNormalizationError(f"{error} in formula {latex!r}") from None
+    _check_left_right(tree, latex)
+    return detokenize(tree)

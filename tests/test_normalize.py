@@ -1,0 +1,92 @@
+"""Tests for data.normalize: canonical form, documented merges, invariants on the real formula lists."""
+
+import random
+
+import pytest
+
+from data.normalize import LatexNormalizationError, normalize, tokenize
+
+# Tokens whose presence explains a changed im2latex-100k line (the exceptions listed in the module docstring).
+EXCEPTION_TOKENS = {
+    "\\vert", "\\Vert", "\\to", "\\dag", "\\le", "\\ge", "\\ne", "\\sp", "\\sb", "\\lbrack", "\\rbrack",
+    "\\lbrace", "\\rbrace", "\\land", "\\thinspace", "\\right>", "\\left<", "\\left\\vert", "\\right\\vert",
+    "\\left\\lbrack", "\\right\\rbrack", "\\left\\lbrace", "\\right\\rbrace", "\\left\\Vert", "\\right\\Vert",
+    "\\nonumber", "\\label", "--", "---", "[object", "ule", "cm", "in", "0.25",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("\\frac{a}{b}", "\\frac { a } { b }"),
+        ("$$ x^2 \\over y+1 $$", "\\frac { x ^ 2 } { y + 1 }"),
+        ("\\mathrm{max}_{i} 12", "\\mathrm { m a x } _ { i } 1 2"),
+        ("{\\rm max} \\sin x", "{ \\mathrm { m a x } } \\operatorname { s i n } x"),
+        ("\\lim_{x\\to0}", "\\operatorname* { l i m } _ { x \\rightarrow 0 }"),
+        ("\\liminf a", "\\operatorname* { l i m \\, i n f } a"),
+        ("\\dfrac12", "{ \\displaystyle \\frac 1 2 }"),
+        ("\\left (x\\right> \\left\\lbrace\\right.", "\\left( x \\right\\rangle \\left\\{ \\right."),
+        ("\\le \\ne \\ge \\dag \\vert", "\\leq \\neq \\geq \\dagger |"),
+        ("\\text{if } x", "\\textrm { i f ~ } x"),
+        ("\\hspace*{1cm} \\> \\thinspace x\\ y", "\\hspace { 1 c m } \\: \\, x \\ y"),
+        ("\\begin{equation} a=b \\label{eq:1} \\tag{3} \\nonumber \\end{equation}", "a = b"),
+        ("a % comment\n+ b", "a + b"),
+        (
+            "\\begin{pmatrix} a & b \\\\ c & \\end{pmatrix}",
+            "\\left( \\begin{matrix} { a } & { b } \\\\ { c } & { } \\\\ \\end{matrix} \\right)",
+        ),
+        (
+            "\\begin{array}{cc} 1 & 2 \\\\ \\hline 3 & {4} \\\\ \\end{array}",
+            "\\begin{array} { c c } { 1 } & { 2 } \\\\ \\hline { 3 } & { 4 } \\\\ \\end{array}",
+        ),
+        (
+            "\\begin{array}{c} \\begin{array}{cc} a & b \\end{array} \\end{array}",
+            "\\begin{array} { c } { \\begin{array} { c c } { a } & { b } \\\\ \\end{array} } \\\\ \\end{array}",
+        ),
+        (
+            "\\begin{array}{c} a \\\\ [x] b \\\\[2pt] d \\end{array}",
+            "\\begin{array} { c } { a } \\\\ { [ x ] b } \\\\ [ 2 p t ] { d } \\\\ \\end{array}",
+        ),
+        ("", ""),
+    ],
+)
+def test_normalize_examples(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+def test_tokenize_commands_and_control_symbols() -> None:
+    assert tokenize("\\alpha\\,x\\\\\\operatorname*{d}") == [
+        "\\alpha", "\\,", "x", "\\\\", "\\operatorname*", "{", "d", "}",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", ["{a", "a}", "\\left( a", "a \\right)", "\\begin{array}{c} a", "\\end{matrix}"])
+def test_unbalanced_raises_typed_error(bad: str) -> None:
+    with pytest.raises(LatexNormalizationError, match="formula"):
+        normalize(bad)
+
+
+@pytest.mark.parametrize("split", ["validation.txt", "test.txt"])
+def test_canonical_lines_unchanged_except_documented(formulas_dir, split: str) -> None:
+    lines = (formulas_dir / "im2latex-100k" / split).read_text(encoding="utf-8").splitlines()
+    changed = [line for line in lines if normalize(line) != line.strip()]
+    unexplained = [line for line in changed if not EXCEPTION_TOKENS & set(line.split())]
+    assert unexplained == []
+    assert len(changed) / len(lines) < 0.06
+
+
+def test_idempotent_on_raw_lists(formulas_dir) -> None:
+    rng = random.Random(0)
+    lines: list[str] = []
+    for path in sorted(formulas_dir.glob("*/*.txt")):
+        if path.parent.name != "im2latex-100k":
+            lines += rng.sample(path.read_text(encoding="utf-8").splitlines(), 200)
+    failures = 0
+    for line in lines:
+        try:
+            once = normalize(line)
+        except LatexNormalizationError:
+            failures += 1
+            continue
+        assert normalize(once) == once, line
+    assert failures < len(lines) * 0.01
