@@ -87,7 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     words = sum(len(formula.split()) for formula in formulas)
     logging.info(
         "trained on %d formulas: %d pieces for %d LaTeX tokens (%.2f per token); saved to %s",
-        len(formulas), pieces, words, pieces / max(words, 1), args.output,
+        len(formulas),
+        pieces,
+        words,
+        pieces / max(words, 1),
+        args.output,
     )
 
 

@@ -1,0 +1,77 @@
+"""Formula datasets through `datasets`: a Hub id, a parquet DatasetDict folder or an image folder, with the
+per-example processing (augment for training, image processor, tokenizer) applied on the fly."""
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict, load_dataset
+
+logger = logging.getLogger(__name__)
+
+
+def load_formula_dataset(
+    source: str | Path,
+    split: str | None = None,
+    image_column: str = "image",
+    formula_column: str = "formula",
+) -> Dataset | DatasetDict:
+    """Load formula images and their LaTeX, with the columns renamed to `image` and `formula`.
+
+    Args:
+        source: a Hub dataset id (e.g. `yuntian-deng/im2latex-100k`), a folder that `datasets.load_dataset` reads
+            (parquet splits as `prepare` writes them), or an image folder with a `metadata.csv` of
+            `file_name,formula`.
+        split: one split, or None for all. An image folder has a single split, which any name selects.
+        image_column, formula_column: the source's column names.
+
+    Returns:
+        A `Dataset` (one split) or a `DatasetDict`, with at least the columns `image` and `formula`.
+    """
+    path = Path(source)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"dataset {source} is a file; give a folder or a Hub dataset id")
+    if path.is_dir() and (path / "metadata.csv").is_file():
+        dataset = load_dataset("imagefolder", data_dir=str(path))
+        if split is not None and split not in dataset and len(dataset) == 1:
+            logger.info("image folder %s has one split; using it as %r", source, split)
+            split = next(iter(dataset))
+    else:
+        dataset = load_dataset(str(source))
+    if split is not None:
+        if split not in dataset:
+            raise ValueError(f"dataset {source} has no split {split!r}; it has {sorted(dataset)}")
+        dataset = dataset[split]
+    columns = dataset.column_names if isinstance(dataset, Dataset) else next(iter(dataset.values())).column_names
+    for wanted, name in (("image", image_column), ("formula", formula_column)):
+        if name not in columns:
+            raise ValueError(f"dataset {source} has no {wanted} column {name!r}; its columns are {columns}")
+    renames = {old: new for old, new in ((image_column, "image"), (formula_column, "formula")) if old != new}
+    return dataset.rename_columns(renames) if renames else dataset
+
+
+class ProcessFormulas:
+    """A `datasets` transform: images -> unpadded `pixel_values` (image processor), formulas -> `labels` ids.
+
+    Args:
+        processor: an `Im2LatexProcessor` (image processor + tokenizer).
+        max_label_length: labels are cut to this many ids (the decoder's positions).
+        augment: a batch transform applied to the images first (training only), e.g.
+            `data.augment.make_train_transform()`.
+    """
+
+    def __init__(self, processor: Any, max_label_length: int, augment: Callable[[dict], dict] | None = None):
+        self.processor = processor
+        self.max_label_length = max_label_length
+        self.augment = augment
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        if self.augment is not None:
+            batch = self.augment(batch)
+        prepare = self.processor.image_processor.prepare
+        labels = self.processor.tokenizer(batch["formula"]).input_ids
+        return {
+            "pixel_values": [prepare(image) for image in batch["image"]],
+            "labels": [ids[: self.max_label_length] for ids in labels],
+        }

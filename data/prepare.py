@@ -1,0 +1,187 @@
+"""Build the training DatasetDict: formula lists -> canonical formulas -> rendered images -> parquet splits.
+
+    python -m data.prepare --formulas ../shared/data/formulas --output datasets/im2latex [--max-train 200000]
+
+Splits: train (arXiv, books, Q&A, CROHME train and the im2latex-100k train sample, rendered in varied styles),
+validation (im2latex-100k validation) and test (im2latex-100k test), both in the Deng et al. look. Columns: `image`
+(datasets `Image`), `formula` (canonical token form), `source` and `style`. `datasets.load_dataset(OUTPUT)` reads it.
+No test or validation formula is in train (compared with all whitespace removed): the build fails if one is.
+"""
+
+import argparse
+import json
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+from datasets import Dataset, Features, Image, Value
+
+from .normalize import normalize
+from .render import render
+
+logger = logging.getLogger(__name__)
+
+MAX_TOKENS = 150  # the longest im2latex-100k formulas have 150 tokens
+TRAIN_LISTS = {
+    "arxiv-display": ["arxiv/display.txt"],
+    "arxiv-inline": ["arxiv/inline.txt"],
+    "books-display": ["books/*_display.txt"],
+    "books-inline": ["books/*_inline.txt"],
+    "qa-display": ["qa/*_display.txt"],
+    "qa-inline": ["qa/*_inline.txt"],
+    "crohme": ["crohme/crohme_train_2013_2014.txt"],
+    "im2latex-train": ["im2latex-100k/train_sample.txt"],
+}
+# Share of the training split per source: display formulas look like the benchmark, inline ones like the short
+# snippets people screenshot.
+TRAIN_MIX = {
+    "arxiv-display": 0.40,
+    "arxiv-inline": 0.20,
+    "books-display": 0.10,
+    "books-inline": 0.08,
+    "qa-display": 0.05,
+    "qa-inline": 0.07,
+    "crohme": 0.05,
+    "im2latex-train": 0.05,
+}
+BENCHMARK_LISTS = {"validation": "im2latex-100k/validation.txt", "test": "im2latex-100k/test.txt"}
+FEATURES = Features(
+    {"image": Image(), "formula": Value("string"), "source": Value("string"), "style": Value("string")}
+)
+
+
+def squash(formula: str) -> str:
+    """The comparison key for overlap checks: the formula with all whitespace removed."""
+    return "".join(formula.split())
+
+
+def read_lines(root: Path, patterns: list[str]) -> Iterator[str]:
+    paths = sorted(p for pattern in patterns for p in root.glob(pattern))
+    if not paths:
+        raise FileNotFoundError(f"no formula list matches {patterns} under {root}")
+    for path in paths:
+        yield from path.read_text(encoding="utf-8").splitlines()
+
+
+def canonical_formulas(root: Path, source: str, stats: Counter) -> list[str]:
+    """Normalise one source's formulas, dropping empty, failing and over-long ones (counted in `stats`)."""
+    kept = []
+    for line in read_lines(root, TRAIN_LISTS[source]):
+        if not line.strip():
+            stats["empty"] += 1
+            continue
+        try:
+            formula = normalize(line)
+        except ValueError:
+            stats["not normalisable"] += 1
+            continue
+        if not formula or len(formula.split()) > MAX_TOKENS:
+            stats["too long" if formula else "empty"] += 1
+            continue
+        kept.append(formula)
+    return kept
+
+
+def training_formulas(root: Path, benchmark_keys: set[str], max_train: int, seed: int) -> list[tuple[str, str]]:
+    """(formula, source) pairs for the train split: unique, benchmark-free, mixed per `TRAIN_MIX`."""
+    rng = random.Random(seed)
+    seen = set(benchmark_keys)
+    stats: Counter = Counter()
+    pools = {}
+    for source in TRAIN_LISTS:
+        pool = []
+        for formula in canonical_formulas(root, source, stats):
+            key = squash(formula)
+            if key in benchmark_keys:
+                stats["benchmark formula removed"] += 1
+            elif key not in seen:
+                seen.add(key)
+                pool.append(formula)
+            else:
+                stats["duplicate"] += 1
+        rng.shuffle(pool)
+        pools[source] = pool
+        logger.info("%s: %d unique formulas", source, len(pool))
+    chosen = []
+    for source, share in TRAIN_MIX.items():
+        chosen += [(formula, source) for formula in pools[source][: round(share * max_train)]]
+    rng.shuffle(chosen)
+    logger.info("train formulas: %d chosen; skipped: %s", len(chosen), dict(stats))
+    return chosen
+
+
+def write_split(formulas: list[tuple[str, str]], style: str, folder: Path, name: str, workers: int, chunk: int) -> int:
+    """Render a split in chunks (bounded memory), one parquet shard per chunk; formulas TeX cannot render are
+    counted and skipped. Returns the number of images written."""
+    failures: Counter = Counter()
+    shards = max(1, -(-len(formulas) // chunk))
+    written = 0
+    for shard in range(shards):
+        part = formulas[shard * chunk : (shard + 1) * chunk]
+        rows = {"image": [], "formula": [], "source": [], "style": []}
+        results = render([formula for formula, _ in part], style=style, workers=workers)
+        for (formula, source), result in zip(part, results, strict=True):
+            if result.image is None:
+                failures["refused" if result.refused else "failed"] += 1
+                if sum(failures.values()) <= 3:
+                    logger.warning("skipped %r: %s", formula[:80], (result.error or "")[:200])
+                continue
+            rows["image"].append(result.image)
+            rows["formula"].append(formula)
+            rows["source"].append(source)
+            rows["style"].append(json.dumps(asdict(result.style)))
+        Dataset.from_dict(rows, features=FEATURES).to_parquet(
+            str(folder / f"{name}-{shard:05d}-of-{shards:05d}.parquet")
+        )
+        written += len(rows["image"])
+    if failures:
+        logger.warning("%s (%s style): %s", name, style, dict(failures))
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--formulas", type=Path, required=True, help="folder of formula lists (see SOURCES.md)")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--max-train", type=int, default=200_000)
+    parser.add_argument("--max-eval", type=int, default=None, help="cap validation and test (for quick builds)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--chunk", type=int, default=5000, help="formulas rendered per round")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if not args.formulas.is_dir():
+        parser.error(f"formula folder {args.formulas} does not exist")
+    began = time.time()
+
+    benchmark = {
+        split: [line for line in read_lines(args.formulas, [name]) if line.strip()][: args.max_eval]
+        for split, name in BENCHMARK_LISTS.items()
+    }
+    benchmark_keys = {squash(formula) for formulas in benchmark.values() for formula in formulas}
+    train = training_formulas(args.formulas, benchmark_keys, args.max_train, args.seed)
+    leaked = [formula for formula, _ in train if squash(formula) in benchmark_keys]
+    if leaked:
+        raise RuntimeError(f"{len(leaked)} benchmark formulas in train, e.g. {leaked[0]!r}")
+
+    splits = {"train": (train, "varied")}
+    splits.update({name: ([(f, "im2latex-100k") for f in formulas], "deng") for name, formulas in benchmark.items()})
+    folder = args.output / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = {}
+    for name, (formulas, style) in splits.items():
+        count = write_split(formulas, style, folder, name, args.workers, args.chunk)
+        size = sum(path.stat().st_size for path in folder.glob(f"{name}-*.parquet"))
+        summary[name] = {"images": count, "bytes": size, "bytes_per_image": round(size / max(count, 1))}
+        logger.info("%s: %d images, %.1f MB, %d bytes per image", name, count, size / 2**20, size / max(count, 1))
+    summary["seconds"] = round(time.time() - began)
+    (args.output / "summary.json").write_text(json.dumps(summary, indent=2))
+    logger.info("done in %d s: %s", summary["seconds"], summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Train an im2latex model with the Seq2SeqTrainer.
+
+    accelerate launch train.py configs/base.json                 # one or several GPUs, or the CPU
+    python train.py configs/tiny.json --max_steps 20    # JSON keys are the arguments; the command line overrides them
+
+The output folder holds checkpoints (a killed run resumes from the last one), TensorBoard logs, the best model
+with its processor, tokenizer and generation config, and `training_curves.png`.
+"""
+
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import transformers
+from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from data.augment import make_train_transform
+from data.collator import FormulaCollator
+from data.dataset import ProcessFormulas, load_formula_dataset
+from data.metrics import build_compute_metrics
+from modeling import (
+    Im2LatexForConditionalGeneration,
+    Im2LatexImageProcessor,
+    Im2LatexProcessor,
+    make_config,
+    make_generation_config,
+    train_tokenizer,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Start from this saved model (and its processor) instead of a new one."}
+    )
+    tokenizer_name: str | None = field(
+        default=None,
+        metadata={"help": "Saved processor/tokenizer folder; otherwise one is trained on train formulas."},
+    )
+    vocab_size: int = field(default=1000, metadata={"help": "Size of a newly trained tokenizer's vocabulary."})
+    d_model: int = 256
+    decoder_layers: int = 3
+    decoder_attention_heads: int = 8
+    decoder_ffn_dim: int = 1024
+    dropout: float = 0.1
+    encoder_stage_depths: list[int] = field(default_factory=lambda: [2, 2, 2])
+    encoder_stage_widths: list[int] = field(default_factory=lambda: [64, 128, 256])
+    max_positions: int = field(default=512, metadata={"help": "Longest label sequence the decoder can hold."})
+    image_max_height: int = 192
+    image_max_width: int = 1024
+    default_num_beams: int = field(default=4, metadata={"help": "Beams saved in the generation config."})
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(metadata={"help": "Hub id, parquet DatasetDict folder, or image folder with metadata.csv."})
+    train_split: str = "train"
+    eval_split: str = "validation"
+    image_column: str = "image"
+    formula_column: str = "formula"
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = field(default=500, metadata={"help": "Validation formulas scored per eval."})
+    augment: bool = field(default=True, metadata={"help": "Augment training images on the fly."})
+
+
+def parse_args() -> tuple[ModelArguments, DataArguments, Seq2SeqTrainingArguments]:
+    """One JSON file of defaults (its keys are the fields below), overridden by `--field value` arguments."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqTrainingArguments))
+    argv = sys.argv[1:]
+    if argv and argv[0].endswith(".json"):
+        config_path = Path(argv.pop(0))
+        if not config_path.is_file():
+            parser.error(f"config file {config_path} does not exist")
+        defaults = json.loads(config_path.read_text())
+        known = {f for dataclass_type in parser.dataclass_types for f in dataclass_type.__dataclass_fields__}
+        unknown = sorted(set(defaults) - known)
+        if unknown:
+            parser.error(f"{config_path} has keys that are no argument: {unknown}")
+        parser.set_defaults(**defaults)
+        # set_defaults does not lift `required`: the JSON file may provide those.
+        for action in parser._actions:
+            if action.dest in defaults:
+                action.required = False
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def plot_curves(log_history: list[dict], path: Path) -> None:
+    """Loss and validation metrics against the training step, as a PNG for people to look at."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
+    evals = [e for e in log_history if "eval_loss" in e]
+    metrics = [k for k in ("eval_bleu", "eval_token_edit_similarity", "eval_exact_match") if evals and k in evals[0]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    if train:
+        left.plot(*zip(*train, strict=True), label="train loss")
+    if evals:
+        left.plot([e["step"] for e in evals], [e["eval_loss"] for e in evals], "o-", label="validation loss")
+    left.set(xlabel="step", ylabel="loss", yscale="log", title="Loss")
+    left.legend()
+    for key in metrics:
+        right.plot([e["step"] for e in evals], [e[key] for e in evals], "o-", label=key.removeprefix("eval_"))
+    right.set(xlabel="step", ylim=(0, 1), title="Validation metrics")
+    if metrics:
+        right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    # 1. Arguments and logging
+    model_args, data_args, training_args = parse_args()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    # The datasets transforms need the raw `image` and `formula` columns, which are no model arguments.
+    training_args.remove_unused_columns = False
+    set_seed(training_args.seed)
+
+    # 2. Data
+    train_ds = load_formula_dataset(
+        data_args.dataset, data_args.train_split, data_args.image_column, data_args.formula_column
+    )
+    eval_ds = load_formula_dataset(
+        data_args.dataset, data_args.eval_split, data_args.image_column, data_args.formula_column
+    )
+    if data_args.max_train_samples is not None:
+        train_ds = train_ds.select(range(min(data_args.max_train_samples, len(train_ds))))
+    if data_args.max_eval_samples is not None:
+        eval_ds = eval_ds.shuffle(seed=training_args.seed).select(range(min(data_args.max_eval_samples, len(eval_ds))))
+    logger.info("train: %d formulas, validation: %d", len(train_ds), len(eval_ds))
+
+    # 3. Processor: a saved one, or a tokenizer trained on the training formulas
+    train_formulas = list(train_ds["formula"])
+    source = model_args.tokenizer_name or model_args.model_name_or_path
+    if source is not None:
+        processor = Im2LatexProcessor.from_pretrained(source)
+    else:
+        tokenizer = train_tokenizer(train_formulas, vocab_size=model_args.vocab_size)
+        image_processor = Im2LatexImageProcessor(
+            max_height=model_args.image_max_height, max_width=model_args.image_max_width
+        )
+        processor = Im2LatexProcessor(image_processor, tokenizer)
+    tokenizer = processor.tokenizer
+
+    # 4. Model, and a generation length that covers the longest training formula
+    if model_args.model_name_or_path is not None:
+        model = Im2LatexForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
+    else:
+        config = make_config(
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            d_model=model_args.d_model,
+            decoder_layers=model_args.decoder_layers,
+            decoder_attention_heads=model_args.decoder_attention_heads,
+            decoder_ffn_dim=model_args.decoder_ffn_dim,
+            max_length=model_args.max_positions,
+            dropout=model_args.dropout,
+            encoder_kwargs={
+                "stage_depths": model_args.encoder_stage_depths,
+                "stage_widths": model_args.encoder_stage_widths,
+            },
+        )
+        model = Im2LatexForConditionalGeneration(config)
+    positions = model.config.decoder.max_position_embeddings
+    longest = max(len(ids) for ids in tokenizer(train_formulas).input_ids)
+    max_length = min(positions, longest + 1 + math.ceil(0.1 * longest))  # start token, and some room
+    model.generation_config = make_generation_config(model.config, max_length, model_args.default_num_beams)
+    logger.info(
+        "model: %.2f M parameters; longest training label %d tokens; generation max_length %d",
+        model.num_parameters() / 1e6,
+        longest,
+        max_length,
+    )
+    if training_args.generation_max_length is None:
+        training_args.generation_max_length = max_length
+
+    # 5. On-the-fly processing: augmentation for training only
+    augment = make_train_transform(seed=training_args.seed) if data_args.augment else None
+    train_ds.set_transform(ProcessFormulas(processor, positions, augment=augment))
+    eval_ds.set_transform(ProcessFormulas(processor, positions))
+
+    # 6. Trainer
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds if training_args.do_train else None,
+        eval_dataset=eval_ds if training_args.do_eval or training_args.eval_strategy != "no" else None,
+        data_collator=FormulaCollator(processor.image_processor),
+        processing_class=processor,
+        compute_metrics=build_compute_metrics(tokenizer) if training_args.predict_with_generate else None,
+    )
+
+    # 7. Train, resuming from the last checkpoint of an interrupted run
+    if training_args.do_train:
+        last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+        if last is not None:
+            logger.info("resuming from %s", last)
+        result = trainer.train(resume_from_checkpoint=last)
+        trainer.save_model()  # the best model when load_best_model_at_end, with processor and generation config
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+
+    # 8. Evaluate
+    if training_args.do_eval:
+        metrics = trainer.evaluate(num_beams=training_args.generation_num_beams)
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+
+    if trainer.is_world_process_zero():
+        plot_curves(trainer.state.log_history, Path(training_args.output_dir) / "training_curves.png")
+
+    # 9. Publish
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+
+
+if __name__ == "__main__":
+    main()
