@@ -7,8 +7,8 @@ work is done on uint8 arrays with OpenCV primitives, which are several times fas
 rotation, blur and rank filters.
 
 Training only: attach `make_train_transform(config)` with ``ds.set_transform`` / ``ds.with_transform`` to
-the train split, never to validation or test. With many DataLoader workers, call ``cv2.setNumThreads(1)``
-in the main process before the workers start (calling it inside a forked worker can deadlock).
+the train split, never to validation or test. `make_train_transform` limits OpenCV to one thread, in the process
+that creates it, before DataLoader workers start (setting it inside a forked worker can deadlock).
 
 Look at what it does::
 
@@ -326,6 +326,9 @@ def make_train_transform(
     Returns:
         A callable taking a batch dict of lists and returning it with augmented PIL ``'L'`` images.
     """
+    # Augmentation runs one image per DataLoader worker and core; OpenCV's own threads would only oversubscribe
+    # the cores, and setting this inside a forked worker can deadlock, so it is set here, before workers start.
+    cv2.setNumThreads(1)
     return TrainTransform(config or AugmentConfig(), seed, image_column)
 
 
