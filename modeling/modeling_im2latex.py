@@ -6,7 +6,7 @@ import timm
 import torch
 from timm.models.resnet import BasicBlock
 from torch import nn
-from transformers import AutoModel, PreTrainedModel, VisionEncoderDecoderModel
+from transformers import AutoModel, LogitsProcessor, LogitsProcessorList, PreTrainedModel, VisionEncoderDecoderModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
 
@@ -119,6 +119,34 @@ class Im2LatexEncoderModel(Im2LatexEncoderPreTrainedModel):
         return BaseModelOutput(last_hidden_state=hidden, hidden_states=(hidden,) if output_hidden_states else None)
 
 
+class InkWidthLengthBound(LogitsProcessor):
+    """Forces the end token once an output is longer than its image's ink can hold.
+
+    A formula's token count grows with its width, so `tokens_per_column` tokens per encoder column of ink (plus
+    `extra_tokens`) bound any real reading; a decoder stuck in a loop stops there instead of at `max_length`.
+    """
+
+    def __init__(self, limits: torch.Tensor, eos_token_id: int):
+        self.limits = limits  # (batch * beams,): the most tokens each row may generate
+        self.eos_token_id = eos_token_id
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids.shape[1] - 1  # the start token is not generated
+        over = generated >= self.limits.to(scores.device)  # (batch * beams,)
+        if over.any():
+            forced = torch.full_like(scores[over], -math.inf)
+            forced[:, self.eos_token_id] = 0.0
+            scores[over] = forced
+        return scores
+
+
+def ink_columns(pixel_values: torch.Tensor, stride: int) -> torch.Tensor:
+    """Encoder columns up to the last column holding ink, per image: (batch, 1, H, W) -> (batch,)."""
+    has_ink = pixel_values.flatten(1, 2).amax(dim=1) > 0  # (batch, W)
+    last = torch.where(has_ink.any(dim=1), has_ink.shape[1] - has_ink.flip(1).int().argmax(dim=1), 0)
+    return torch.ceil(last / stride)
+
+
 class Im2LatexForConditionalGeneration(VisionEncoderDecoderModel):
     """A `VisionEncoderDecoderModel` whose encoder is [`Im2LatexEncoderModel`]. Saved folders are plain
     vision-encoder-decoder folders that also carry this code, so they load with `trust_remote_code=True` in a process
@@ -146,6 +174,19 @@ class Im2LatexForConditionalGeneration(VisionEncoderDecoderModel):
                 "type": "image",
             }
         }
+
+    def generate(self, pixel_values: torch.Tensor | None = None, **kwargs):
+        """`VisionEncoderDecoderModel.generate`, with each output's length bounded by its image's ink width when
+        `config.max_tokens_per_column` is set (see `InkWidthLengthBound`)."""
+        per_column = getattr(self.config, "max_tokens_per_column", None)
+        if pixel_values is not None and per_column:
+            config = kwargs.get("generation_config") or self.generation_config
+            beams = kwargs.get("num_beams") or config.num_beams or 1
+            extra = getattr(self.config, "extra_tokens", 16)
+            limits = ink_columns(pixel_values, self.encoder.config.stride) * per_column + extra  # (batch,)
+            bound = InkWidthLengthBound(limits.repeat_interleave(beams), config.eos_token_id)
+            kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []), bound])
+        return super().generate(pixel_values=pixel_values, **kwargs)
 
 
 AutoModel.register(Im2LatexEncoderConfig, Im2LatexEncoderModel, exist_ok=True)

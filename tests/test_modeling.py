@@ -18,6 +18,7 @@ from modeling import (
     PositionalEncoding2D,
     make_config,
 )
+from modeling.modeling_im2latex import ink_columns
 
 
 def formula_image(text: str = "x^2 + y", size: tuple[int, int] = (200, 40)) -> Image.Image:
@@ -138,3 +139,24 @@ def test_greedy_and_beam_generate(tiny_model, tiny_processor):
     assert torch.equal(greedy, again)
     # Generation stops at the configured bound.
     assert tiny_model.generate(pixel_values=pixel_values, min_new_tokens=23).shape[1] == 24
+
+
+def test_output_length_is_bounded_by_ink_width(tiny_model, tiny_processor):
+    tiny_model.config.max_tokens_per_column = 2
+    tiny_model.config.extra_tokens = 3
+    narrow = Image.new("L", (200, 40), 255)
+    ImageDraw.Draw(narrow).rectangle((10, 10, 24, 30), fill=0)  # ink 15 px wide: one encoder column
+    wide = Image.new("L", (200, 40), 255)
+    ImageDraw.Draw(wide).rectangle((10, 10, 150, 30), fill=0)
+    pixel_values = tiny_processor(images=[narrow, wide]).pixel_values
+    for beams in (1, 2):
+        # min_new_tokens keeps the random model from ending on its own: only the bound can stop it.
+        sequences = tiny_model.generate(pixel_values=pixel_values, num_beams=beams, min_new_tokens=22)
+        eos = tiny_model.config.eos_token_id
+        lengths = [(row == eos).nonzero()[0].item() if (row == eos).any() else len(row) for row in sequences]
+        columns = ink_columns(pixel_values, stride=16)
+        assert columns[0] == 2 and columns[1] > 5  # the narrow ink, scaled up and bordered, spans 2 columns
+        assert lengths[0] == 1 + 2 * 2 + 3  # start token, then the bound's tokens; the end token follows
+        assert lengths[1] > lengths[0]
+    tiny_model.config.max_tokens_per_column = None
+    assert tiny_model.generate(pixel_values=pixel_values, min_new_tokens=22).shape[1] == 24
