@@ -1,11 +1,18 @@
 """Build the training DatasetDict: formula lists -> canonical formulas -> rendered images -> parquet splits.
 
     python -m data.prepare --formulas ../shared/data/formulas --output datasets/im2latex [--max-train 200000]
+        [--image-format g4] [--eval-image-format png] [--coverage 5]
 
 Splits: train (arXiv, books, Q&A, CROHME train and the im2latex-100k train sample, rendered in varied styles),
 validation (im2latex-100k validation) and test (im2latex-100k test), both in the Deng et al. look. Columns: `image`
 (datasets `Image`), `formula` (canonical token form), `source` and `style`. `datasets.load_dataset(OUTPUT)` reads it.
 No test or validation formula is in train (compared with all whitespace removed): the build fails if one is.
+
+Train also gets short `coverage` formulas (`data.coverage`): every command and character of the training
+vocabulary alone and in a few small contexts, `--coverage` times each, because people screenshot single symbols.
+Images are stored as `data.storage` writes them: train as bilevel CCITT Group 4 (`g4`, ~470 bytes an image of the
+training mix, ~150 for a coverage formula), validation and test as grayscale PNG (`png`, the benchmark's look,
+exactly). Text columns are zstd-compressed (~40 bytes a row).
 """
 
 import argparse
@@ -18,10 +25,13 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from datasets import Dataset, Features, Image, Value
 
+from .coverage import coverage_formulas
 from .normalize import normalize
 from .render import render
+from .storage import FORMATS, encode_image
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +124,19 @@ def training_formulas(root: Path, benchmark_keys: set[str], max_train: int, seed
     return chosen
 
 
-def write_split(formulas: list[tuple[str, str]], style: str, folder: Path, name: str, workers: int, chunk: int) -> int:
-    """Render a split in chunks (bounded memory), one parquet shard per chunk; formulas TeX cannot render are
-    counted and skipped. Returns the number of images written."""
+def write_split(
+    formulas: list[tuple[str, str]],
+    style: str,
+    folder: Path,
+    name: str,
+    workers: int,
+    chunk: int,
+    image_format: str = "g4",
+) -> int:
+    """Render a split in chunks (bounded memory), one parquet shard per chunk, images stored in `image_format`
+    (`data.storage`); formulas TeX cannot render are counted and skipped. Returns the number of images written."""
     failures: Counter = Counter()
+    folder.mkdir(parents=True, exist_ok=True)
     shards = max(1, -(-len(formulas) // chunk))
     written = 0
     for shard in range(shards):
@@ -130,13 +149,15 @@ def write_split(formulas: list[tuple[str, str]], style: str, folder: Path, name:
                 if sum(failures.values()) <= 3:
                     logger.warning("skipped %r: %s", formula[:80], (result.error or "")[:200])
                 continue
-            rows["image"].append(result.image)
+            rows["image"].append({"bytes": encode_image(result.image, image_format), "path": None})
             rows["formula"].append(formula)
             rows["source"].append(source)
             rows["style"].append(json.dumps(asdict(result.style)))
-        Dataset.from_dict(rows, features=FEATURES).to_parquet(
-            str(folder / f"{name}-{shard:05d}-of-{shards:05d}.parquet")
-        )
+        # pyarrow directly: `Dataset.to_parquet` fixes snappy for text, and zstd saves a tenth of an image per row.
+        # The table's schema carries the features, so `load_dataset` decodes the image column.
+        table = Dataset.from_dict(rows, features=FEATURES).data.table
+        compression = {column: "none" if column == "image" else "zstd" for column in table.column_names}
+        pq.write_table(table, str(folder / f"{name}-{shard:05d}-of-{shards:05d}.parquet"), compression=compression)
         written += len(rows["image"])
     if failures:
         logger.warning("%s (%s style): %s", name, style, dict(failures))
@@ -152,11 +173,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=5000, help="formulas rendered per round")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image-format", choices=FORMATS, default="g4", help="how train images are stored")
+    parser.add_argument("--eval-image-format", choices=FORMATS, default="png", help="validation and test images")
+    parser.add_argument("--coverage", type=int, default=5, help="short formulas per vocabulary symbol (0: none)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not args.formulas.is_dir():
         parser.error(f"formula folder {args.formulas} does not exist")
     began = time.time()
+    summary: dict = {}
 
     benchmark = {
         split: [line for line in read_lines(args.formulas, [name]) if line.strip()][: args.max_eval]
@@ -164,19 +189,31 @@ def main(argv: list[str] | None = None) -> None:
     }
     benchmark_keys = {squash(formula) for formulas in benchmark.values() for formula in formulas}
     train = training_formulas(args.formulas, benchmark_keys, args.max_train, args.seed)
+    if args.coverage:
+        exclude = benchmark_keys | {squash(formula) for formula, _ in train}
+        coverage = coverage_formulas([formula for formula, _ in train], args.coverage, args.seed, exclude)
+        logger.info("coverage: %d short formulas added (%d per symbol)", len(coverage), args.coverage)
+        train += [(formula, "coverage") for formula in coverage]
+        summary["coverage_formulas"] = len(coverage)
+        random.Random(args.seed).shuffle(train)
     leaked = [formula for formula, _ in train if squash(formula) in benchmark_keys]
     if leaked:
         raise RuntimeError(f"{len(leaked)} benchmark formulas in train, e.g. {leaked[0]!r}")
 
-    splits = {"train": (train, "varied")}
-    splits.update({name: ([(f, "im2latex-100k") for f in formulas], "deng") for name, formulas in benchmark.items()})
+    splits = {"train": (train, "varied", args.image_format)}
+    splits.update(
+        {
+            name: ([(f, "im2latex-100k") for f in formulas], "deng", args.eval_image_format)
+            for name, formulas in benchmark.items()
+        }
+    )
     folder = args.output / "data"
     folder.mkdir(parents=True, exist_ok=True)
-    summary = {}
-    for name, (formulas, style) in splits.items():
-        count = write_split(formulas, style, folder, name, args.workers, args.chunk)
+    for name, (formulas, style, image_format) in splits.items():
+        count = write_split(formulas, style, folder, name, args.workers, args.chunk, image_format)
         size = sum(path.stat().st_size for path in folder.glob(f"{name}-*.parquet"))
         summary[name] = {"images": count, "bytes": size, "bytes_per_image": round(size / max(count, 1))}
+        summary[name]["image_format"] = image_format
         logger.info("%s: %d images, %.1f MB, %d bytes per image", name, count, size / 2**20, size / max(count, 1))
     summary["seconds"] = round(time.time() - began)
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -153,6 +153,9 @@ class Im2LatexForConditionalGeneration(VisionEncoderDecoderModel):
     that never imported the `modeling` package."""
 
     config_class = Im2LatexConfig
+    # The inherited loss is a plain mean over the batch's tokens; it ignores `num_items_in_batch`, so the Trainer must
+    # keep scaling it for gradient accumulation and several processes itself.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: Im2LatexConfig, encoder: PreTrainedModel | None = None, decoder=None):
         if encoder is None:

@@ -1,0 +1,194 @@
+"""data/prepare.py on a tiny formula folder laid out like the shared one: splits, leak check, summary.
+
+Rendering runs pdflatex (skipped without it); the tests that only need the formula selection record what would be
+rendered instead.
+"""
+
+import json
+import re
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from datasets import load_dataset
+from PIL import Image
+
+from data import prepare
+from data.coverage import coverage_formulas
+from data.prepare import squash
+from data.render import DENG, RenderStyle
+
+# Raw lists, as in ../shared/data/formulas. The benchmark lists are in canonical token form already.
+LISTS = {
+    "im2latex-100k/validation.txt": ["\\frac { a } { b }", "\\frac {", "y = m x + c"],
+    # "x ^ { 0 }" is also what `data.coverage` makes of the training token "0" (in "\\int _ 0 ^ 1 ...").
+    "im2latex-100k/test.txt": ["a + b = c", "x ^ { 0 }"],
+    "im2latex-100k/train_sample.txt": ["\\beta"],
+    # "a+b=c" is the test formula "a + b = c" up to whitespace; "\\frac {" cannot be normalised;
+    # "\\notamacro x" normalises but TeX cannot render it.
+    "arxiv/display.txt": ["a+b=c", "E = m c ^ 2", "\\frac {", "\\sqrt{x}", "", "\\notamacro x"],
+    "arxiv/inline.txt": ["\\alpha_{i}", "E=mc^2"],  # the second is a duplicate of an arxiv-display formula
+    "books/algebra_display.txt": ["\\int_0^1 f(x) dx"],
+    "books/algebra_inline.txt": ["n!"],
+    "qa/math_display.txt": ["\\sum_{k=1}^{n} k"],
+    "qa/math_inline.txt": ["\\pi r^2"],
+    "crohme/crohme_train_2013_2014.txt": ["\\sqrt{2}"],
+}
+# What train should hold with --max-train 20 (every per-source share is at least the source's unique formulas).
+TRAIN = {
+    "E = m c ^ 2": "arxiv-display",
+    "\\sqrt { x }": "arxiv-display",
+    "\\alpha _ { i }": "arxiv-inline",
+    "\\int _ 0 ^ 1 f ( x ) d x": "books-display",
+    "n !": "books-inline",
+    "\\sum _ { k = 1 } ^ { n } k": "qa-display",
+    "\\pi r ^ 2": "qa-inline",
+    "\\sqrt { 2 }": "crohme",
+    "\\beta": "im2latex-train",
+}
+
+
+def write_lists(root: Path) -> Path:
+    for name, lines in LISTS.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+BENCHMARK = {squash(f) for name in ("validation", "test") for f in LISTS[f"im2latex-100k/{name}.txt"]}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """A real build, without the coverage formulas (so that train is exactly `TRAIN`)."""
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed")
+    root = tmp_path_factory.mktemp("prepare")
+    formulas = write_lists(root / "formulas")
+    output = root / "dataset"
+    options = ("--max-train", "20", "--workers", "1", "--coverage", "0")
+    prepare.main(["--formulas", str(formulas), "--output", str(output), *options])
+    return output
+
+
+def select(tmp_path: Path, monkeypatch, *options: str) -> dict:
+    """`prepare.main` with `write_split` replaced by a recorder, so nothing is rendered. Returns split ->
+    (formulas, style, image format), and the summary."""
+    recorded = {}
+
+    def record(formulas, style, folder, name, workers, chunk, image_format="g4"):
+        recorded[name] = (list(formulas), style, image_format)
+        return len(formulas)
+
+    monkeypatch.setattr(prepare, "write_split", record)
+    formulas = write_lists(tmp_path / "formulas")
+    prepare.main(["--formulas", str(formulas), "--output", str(tmp_path / "out"), *options])
+    recorded["summary"] = json.loads((tmp_path / "out" / "summary.json").read_text())
+    return recorded
+
+
+def test_splits_load_with_datasets(prepared):
+    ds = load_dataset(str(prepared))
+    assert set(ds) == {"train", "validation", "test"}
+    for split in ds.values():
+        assert split.column_names == ["image", "formula", "source", "style"]
+    image = ds["test"][0]["image"]  # benchmark images: grayscale PNG, as rendered
+    assert isinstance(image, Image.Image) and image.mode == "L" and image.width > image.height > 8
+    image = ds["train"][0]["image"]  # train images: bilevel (g4) by default
+    assert isinstance(image, Image.Image) and image.mode == "1" and image.width > 8 and image.height > 8
+    assert sorted(ds["validation"]["formula"]) == ["\\frac { a } { b }", "y = m x + c"]  # the broken one skipped
+    assert sorted(ds["test"]["formula"]) == sorted(LISTS["im2latex-100k/test.txt"])
+    assert set(ds["validation"]["source"]) == set(ds["test"]["source"]) == {"im2latex-100k"}
+    assert {json.loads(style)["dpi"] for style in ds["test"]["style"]} == {DENG.dpi}
+    assert json.loads(ds["test"]["style"][0]) == asdict(DENG)
+
+
+def test_train_is_canonical_unique_and_benchmark_free(prepared):
+    train = load_dataset(str(prepared), split="train")
+    assert dict(zip(train["formula"], train["source"], strict=True)) == TRAIN
+    assert len(train) == len(TRAIN)  # no duplicate, no unrenderable formula
+    assert not {squash(f) for f in train["formula"]} & BENCHMARK
+    styles = [RenderStyle(**json.loads(style)) for style in train["style"]]
+    assert not any(style.fixed_cmex for style in styles)  # the varied look, not Deng's
+    assert len({(style.font, style.font_size, style.dpi, style.display) for style in styles}) > 1
+
+
+def test_summary_counts(prepared):
+    summary = json.loads((prepared / "summary.json").read_text())
+    assert {name: summary[name]["images"] for name in ("train", "validation", "test")} == {
+        "train": len(TRAIN),
+        "validation": 2,
+        "test": 2,
+    }
+    for name in ("train", "validation", "test"):
+        size = sum(path.stat().st_size for path in (prepared / "data").glob(f"{name}-*.parquet"))
+        assert summary[name]["bytes"] == size > 0
+        assert summary[name]["bytes_per_image"] == round(size / summary[name]["images"])
+    assert [summary[name]["image_format"] for name in ("train", "validation", "test")] == ["g4", "png", "png"]
+    assert "coverage_formulas" not in summary
+    assert summary["seconds"] >= 0
+    assert sorted(path.name for path in (prepared / "data").iterdir()) == [
+        "test-00000-of-00001.parquet",
+        "train-00000-of-00001.parquet",
+        "validation-00000-of-00001.parquet",
+    ]
+
+
+def test_coverage_formulas_join_train_and_stay_benchmark_free(tmp_path, monkeypatch):
+    selected = select(tmp_path, monkeypatch, "--max-train", "20")  # the default --coverage
+    train, style, image_format = selected["train"]
+    assert (style, image_format) == ("varied", "g4")
+    sources = dict(train)
+    assert len(sources) == len(train)  # unique
+    # Selected before rendering: "\\notamacro x" is in, TeX drops it later.
+    assert {f: s for f, s in sources.items() if s != "coverage"} == {**TRAIN, "\\notamacro x": "arxiv-display"}
+    coverage = [f for f, s in train if s == "coverage"]
+    assert len(coverage) == selected["summary"]["coverage_formulas"] > len(TRAIN)
+    assert "\\alpha" in coverage and "\\pi" in coverage  # symbols of the training formulas, alone
+    # Without the exclusion, coverage would add the test formula "x ^ { 0 }"; it must have been left out.
+    unfiltered = coverage_formulas([f for f, s in train if s != "coverage"], per_token=5, seed=0)
+    assert "x ^ { 0 }" in unfiltered and "x ^ { 0 }" not in coverage
+    assert not {squash(f) for f, _ in train} & BENCHMARK
+    assert not {squash(f) for f in coverage} & {squash(f) for f in TRAIN}
+    validation, style, image_format = selected["validation"]
+    assert validation == [(f, "im2latex-100k") for f in LISTS["im2latex-100k/validation.txt"]]
+    assert (style, image_format) == ("deng", "png")
+    assert selected["summary"]["train"]["images"] == len(train)
+
+
+def test_max_eval_caps_the_benchmark_splits(tmp_path, monkeypatch):
+    selected = select(tmp_path, monkeypatch, "--max-eval", "1", "--coverage", "0")
+    assert selected["validation"][0] == [("\\frac { a } { b }", "im2latex-100k")]
+    assert selected["test"][0] == [("a + b = c", "im2latex-100k")]
+
+
+def test_squash():
+    assert squash("a  +\tb\n= c") == "a+b=c"
+    assert squash("\\frac { 1 } { 2 }") == squash("\\frac{1}{2}") == "\\frac{1}{2}"
+    assert squash("x ^ { 2 }") != squash("x ^ { 3 }")
+    assert squash("   ") == ""
+
+
+@pytest.mark.parametrize("leak", ["a + b = c", "a+b  =c"])
+def test_leak_check_stops_the_build(tmp_path, monkeypatch, leak):
+    """Were the filtering in `training_formulas` lost, the build would fail before rendering anything."""
+    formulas = write_lists(tmp_path / "formulas")
+    monkeypatch.setattr(prepare, "training_formulas", lambda *args: [("n !", "books-inline"), (leak, "arxiv-display")])
+    with pytest.raises(RuntimeError, match="1 benchmark formulas in train, e.g. " + re.escape(repr(leak))):
+        prepare.main(["--formulas", str(formulas), "--output", str(tmp_path / "out"), "--coverage", "0"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_source_list_is_a_clear_error(tmp_path):
+    formulas = write_lists(tmp_path / "formulas")
+    shutil.rmtree(formulas / "qa")
+    with pytest.raises(FileNotFoundError, match=r"qa/\*_display\.txt"):
+        prepare.main(["--formulas", str(formulas), "--output", str(tmp_path / "out"), "--workers", "1"])
+
+
+def test_missing_formula_folder_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        prepare.main(["--formulas", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "nowhere does not exist" in capsys.readouterr().err

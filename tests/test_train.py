@@ -1,0 +1,204 @@
+"""train.py end to end on configs/tiny.json (the 12-image fixture), run as a subprocess from the repository root."""
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from safetensors.torch import load_file
+from transformers import AutoProcessor
+
+from modeling import Im2LatexForConditionalGeneration
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+SHORT = ("--eval_steps", "3", "--save_steps", "3", "--logging_steps", "1")
+# Evaluation generates with a random model that rarely stops: fewer and shorter readings keep the runs quick.
+QUICK_EVAL = ("--max_eval_samples", "4", "--generation_max_length", "8")
+METRICS = {"eval_loss", "eval_bleu", "eval_token_edit_similarity", "eval_cer", "eval_exact_match"}
+
+
+def run_train(*arguments: str, launcher: tuple[str, ...] = (sys.executable,)) -> subprocess.CompletedProcess:
+    return subprocess.run([*launcher, "train.py", *arguments], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def train_losses(state: dict) -> list[tuple[int, float]]:
+    return [(entry["step"], entry["loss"]) for entry in state["log_history"] if "loss" in entry]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    output = tmp_path_factory.mktemp("train") / "tiny"
+    done = run_train("configs/tiny.json", "--output_dir", str(output), "--max_steps", "6", *SHORT, *QUICK_EVAL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return output, done
+
+
+def test_output_folder_loads_and_generates(trained):
+    output, _ = trained
+    model = Im2LatexForConditionalGeneration.from_pretrained(output).eval()
+    processor = AutoProcessor.from_pretrained(output)
+    # tiny.json: default_num_beams 2; max_length covers the longest training label (+1 start token, +10 %).
+    assert model.generation_config.num_beams == 2
+    with open(ROOT / "tests" / "fixtures" / "tiny_dataset" / "metadata.csv", newline="", encoding="utf-8") as file:
+        formulas = [row["formula"] for row in csv.DictReader(file)]
+    longest = max(len(ids) for ids in processor.tokenizer(formulas).input_ids)
+    assert model.generation_config.max_length == longest + 1 + math.ceil(0.1 * longest)
+    image = Image.new("L", (200, 40), 255)
+    ImageDraw.Draw(image).text((8, 12), "x^2 + y", fill=0)
+    pixel_values = processor(images=image).pixel_values
+    with torch.inference_mode():
+        sequences = model.generate(pixel_values=pixel_values, num_beams=1, max_new_tokens=8)
+    assert sequences.shape[0] == 1 and 1 < sequences.shape[1] <= 9
+    assert sequences[0, 0].item() == model.generation_config.decoder_start_token_id
+    assert isinstance(processor.batch_decode(sequences, skip_special_tokens=True)[0], str)
+
+
+def test_output_folder_holds_the_best_checkpoint(trained):
+    output, _ = trained
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    best = Path(state["best_model_checkpoint"])
+    assert best.parent == output and best.name in {"checkpoint-3", "checkpoint-6"}
+    saved, kept = load_file(output / "model.safetensors"), load_file(best / "model.safetensors")
+    assert saved.keys() == kept.keys()
+    for name, tensor in saved.items():
+        assert torch.equal(tensor, kept[name]), name
+
+
+def test_metrics_and_curves(trained):
+    output, _ = trained
+    evals = json.loads((output / "eval_results.json").read_text())
+    assert METRICS <= set(evals)
+    assert 0.0 <= evals["eval_bleu"] <= 1.0 and 0.0 <= evals["eval_token_edit_similarity"] <= 1.0
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert [e["step"] for e in state["log_history"] if "eval_bleu" in e] == [3, 6]
+    assert all(METRICS <= set(e) for e in state["log_history"] if "eval_loss" in e)
+    assert [step for step, _ in train_losses(state)] == [1, 2, 3, 4, 5, 6]
+    curves = output / "training_curves.png"
+    assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(curves) as image:
+        assert image.format == "PNG" and image.width > 100 and image.height > 100
+
+
+def test_train_loss_is_the_mean_token_loss(trained):
+    """A barely trained model's train loss is about its validation loss (both mean cross-entropy per token)."""
+    output, _ = trained
+    state = json.loads((output / "trainer_state.json").read_text())
+    eval_loss = next(e["eval_loss"] for e in state["log_history"] if "eval_loss" in e)
+    assert all(0.5 * eval_loss < loss < 1.5 * eval_loss for _, loss in train_losses(state))
+
+
+def test_resume_from_last_checkpoint(trained, tmp_path):
+    original, _ = trained
+    output = tmp_path / "tiny"
+    shutil.copytree(original, output)
+    done = run_train("configs/tiny.json", "--output_dir", str(output), "--max_steps", "9", *SHORT, *QUICK_EVAL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = done.stdout + done.stderr
+    assert f"resuming from {output / 'checkpoint-6'}" in log
+    assert log.count("{'loss'") == 3  # steps 7, 8 and 9 only: the run did not start again at step 0
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 9
+    assert [step for step, _ in train_losses(state)] == list(range(1, 10))
+    assert (output / "checkpoint-9").is_dir()
+
+
+def test_gradient_accumulation_does_not_scale_the_loss(tmp_path):
+    output = tmp_path / "accumulated"
+    done = run_train(
+        *("configs/tiny.json", "--output_dir", str(output), "--max_steps", "1", "--logging_steps", "1"),
+        *("--gradient_accumulation_steps", "2", "--learning_rate", "0", "--warmup_steps", "0"),
+        *("--save_strategy", "no", "--eval_strategy", "no", "--load_best_model_at_end", "false", "--do_eval", "false"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((output / "trainer_state.json").read_text())
+    (_, loss), *_ = train_losses(state)
+    vocab = json.loads((output / "config.json").read_text())["decoder"]["vocab_size"]
+    assert 0.7 * math.log(vocab) < loss < 1.3 * math.log(vocab)  # random init: about ln(vocab) per token
+
+
+def parse_train_args(*argv: str):
+    import train  # the root script; pytest puts the root on sys.path
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["train.py", *argv])
+        return train.parse_args()
+
+
+def test_config_and_command_line_make_the_arguments(tmp_path):
+    path = ROOT / "configs" / "tiny.json"
+    config = json.loads(path.read_text())
+    assert config["max_steps"] != 7
+    model_args, data_args, training_args = parse_train_args(
+        str(path), "--output_dir", str(tmp_path), "--max_steps", "7"
+    )
+    assert data_args.dataset == config["dataset"] and model_args.d_model == config["d_model"]
+    assert model_args.encoder_stage_widths == config["encoder_stage_widths"]
+    assert training_args.eval_steps == config["eval_steps"]
+    assert training_args.max_steps == 7 and training_args.output_dir == str(tmp_path)  # the flags win
+
+
+def test_unknown_config_key_is_a_clear_error(tmp_path, capsys):
+    config = json.loads((ROOT / "configs" / "tiny.json").read_text())
+    config["learning_rat"] = 0.1
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(SystemExit) as exit_info:
+        parse_train_args(str(path), "--output_dir", str(tmp_path / "out"))
+    assert exit_info.value.code == 2
+    assert f"{path} has keys that are no argument: ['learning_rat']" in capsys.readouterr().err
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path, capsys):
+    missing = tmp_path / "nowhere.json"
+    with pytest.raises(SystemExit) as exit_info:
+        parse_train_args(str(missing), "--output_dir", str(tmp_path / "out"))
+    assert exit_info.value.code == 2
+    assert f"config file {missing} does not exist" in capsys.readouterr().err
+
+
+# Distributed data parallel on the CPU: two processes (gloo). `accelerate launch --cpu --num_processes 2` starts a
+# single process (accelerate's simple launcher), so the two processes come from `--multi_gpu` with `--use_cpu`.
+# About 15-20 s on two busy cores: marked slow to keep this file's default run short.
+
+
+@pytest.fixture(scope="module")
+def distributed(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    if not ACCELERATE.exists():
+        pytest.skip("accelerate's launcher is not installed")
+    output = tmp_path_factory.mktemp("ddp") / "tiny"
+    done = run_train(
+        *("configs/tiny.json", "--use_cpu", "true", "--output_dir", str(output), "--max_steps", "4"),
+        *("--eval_steps", "2", "--save_steps", "2", "--logging_steps", "1", *QUICK_EVAL),
+        launcher=(str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return output, done
+
+
+@pytest.mark.slow
+def test_distributed_training_on_two_processes(distributed):
+    output, done = distributed
+    results = json.loads((output / "train_results.json").read_text())
+    # 12 images, 4 per process and step: 2 processes make 2 steps an epoch (one process would need 3).
+    assert results["epoch"] == pytest.approx(2.0)
+    assert (done.stdout + done.stderr).count("train: 12 formulas") == 2  # one line per process
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    assert (output / "model.safetensors").is_file() and (output / "training_curves.png").is_file()
+    assert METRICS <= set(json.loads((output / "eval_results.json").read_text()))
+
+
+@pytest.mark.slow
+def test_distributed_train_loss_is_the_mean_token_loss(distributed):
+    output, _ = distributed
+    state = json.loads((output / "trainer_state.json").read_text())
+    eval_loss = next(e["eval_loss"] for e in state["log_history"] if "eval_loss" in e)
+    assert all(0.5 * eval_loss < loss < 1.5 * eval_loss for _, loss in train_losses(state))
