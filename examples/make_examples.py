@@ -1,6 +1,6 @@
 """Re-create the example images from examples/formulas.txt with the project's renderer (none is a test formula).
 
-    python examples/make_examples.py
+python examples/make_examples.py
 """
 
 from pathlib import Path
