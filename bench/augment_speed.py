@@ -3,9 +3,9 @@
 The GPU trainer consumes about 6,000 images/s; spread over 16 data-loading cores that is about 400
 augmented images/s per core. This script prints images/s for decode alone, augment alone, and both.
 
-    python bench/augment_speed.py                      # synthetic formula-like images
-    python bench/augment_speed.py --images DIR         # PNGs from a folder
-    python bench/augment_speed.py --write-samples DIR  # also save the synthetic PNGs (e.g. for the grid)
+    python -m bench.augment_speed                      # synthetic formula-like images
+    python -m bench.augment_speed --images DIR         # PNGs from a folder
+    python -m bench.augment_speed --write-samples DIR  # also save the synthetic PNGs (e.g. for the grid)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training-input speed per core: decode -> augment -> image processor -> collate, on stored train rows.
 
-    python bench/data_pipeline.py --dataset datasets/im2latex [--rows 2000] [--batch-size 64]
+    python -m bench.data_pipeline --dataset datasets/im2latex [--rows 2000] [--batch-size 64]
 
 Runs in one process with one OpenCV and one torch thread, so the numbers are per core. A 6,000 images/s GPU
 fed from 16 cores needs about 400 images/s per core end to end. Also prints the stored bytes per train image and

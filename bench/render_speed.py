@@ -1,6 +1,6 @@
 """Benchmark data.render: render N formulas from a list and print formulas per second.
 
-Usage: python bench/render_speed.py FORMULAS.txt [--count 2000] [--workers 2] [--batch-size 300] [--style deng]
+Usage: python -m bench.render_speed FORMULAS.txt [--count 2000] [--workers 2] [--batch-size 300] [--style deng]
 """
 
 import argparse
