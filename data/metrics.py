@@ -1,6 +1,8 @@
 """Formula metrics, shared by training (`Seq2SeqTrainer(compute_metrics=...)`) and `evaluate.py`.
 
-Formulas are compared in the canonical token form (LaTeX tokens separated by spaces). Each metric is an
+Formulas are compared in the canonical token form (LaTeX tokens separated by spaces): both sides go through
+`data.normalize.normalize` first, so that aliases the model was taught to merge (`\to` and `\rightarrow`, `\le` and
+`\leq`, ...) count as the same; a side that cannot be normalised is compared as it is. Each metric is an
 `evaluate.Metric` script in `data/metric_modules/`, loaded by path, so nothing is fetched from the Hub:
 
 - `bleu`: corpus BLEU-4 on whitespace tokens, multi-bleu style (sacrebleu, `tokenize="none"`), in [0, 1].
@@ -19,6 +21,8 @@ from types import ModuleType
 
 import numpy as np
 from transformers import EvalPrediction
+
+from .normalize import normalize
 
 METRIC_MODULES = Path(__file__).parent / "metric_modules"
 METRIC_NAMES = ("bleu", "token_edit_similarity", "cer", "exact_match")
@@ -62,6 +66,14 @@ def load_formula_metrics():
     return evaluate.combine(modules)
 
 
+def canonical(formula: str) -> str:
+    """The formula in the canonical token form, or with its whitespace normalised if it cannot be normalised."""
+    try:
+        return normalize(formula)
+    except ValueError:
+        return " ".join(formula.split())
+
+
 def compute_formula_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
     """Score predicted formulas against references, both in the canonical token form.
 
@@ -79,7 +91,8 @@ def compute_formula_metrics(predictions: list[str], references: list[str]) -> di
         raise ValueError(f"got {len(predictions)} predictions but {len(references)} references; they must pair up")
     if not predictions:
         raise ValueError("no predictions to score")
-    results = load_formula_metrics().compute(predictions=list(predictions), references=list(references))
+    predictions, references = [canonical(p) for p in predictions], [canonical(r) for r in references]
+    results = load_formula_metrics().compute(predictions=predictions, references=references)
     return {name: float(results[name]) for name in METRIC_NAMES}
 
 

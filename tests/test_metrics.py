@@ -57,9 +57,17 @@ def test_bleu_is_unsmoothed_and_case_and_token_exact():
     # multi-bleu style: no 4-gram in the corpus -> 0; no lowercasing; no re-tokenisation of `\frac{a}`.
     assert compute_formula_metrics(["x + y"], ["x + y"])["bleu"] == 0.0
     assert compute_formula_metrics(["A b c d"], ["a b c d"])["bleu"] < 1.0
-    glued = compute_formula_metrics(["\\frac{a}{b} c d e"], ["\\frac { a } { b } c d e"])
-    assert glued["bleu"] < 1.0 and glued["exact_match"] == 0.0
-    assert glued["cer"] == 0.0  # characters ignore whitespace
+    different = compute_formula_metrics(["\\frac { a } { b } c d e"], ["\\frac { a } { c } c d e"])
+    assert different["bleu"] < 1.0 and different["exact_match"] == 0.0
+
+
+def test_formulas_are_compared_in_canonical_form():
+    # Both sides are normalised: glued LaTeX and merged aliases score as the same formula.
+    same = compute_formula_metrics(["\\frac{a}{b} \\to c d e"], ["\\frac { a } { b } \\rightarrow c d e"])
+    assert same == {"bleu": 1.0, "token_edit_similarity": 1.0, "cer": 0.0, "exact_match": 1.0}
+    # A side that cannot be normalised (unbalanced braces) is still scored, as written.
+    broken = compute_formula_metrics(["\\frac { a"], ["\\frac { a"])
+    assert broken["exact_match"] == 1.0
 
 
 def test_cer_ignores_whitespace_and_counts_edits_over_reference_characters():
