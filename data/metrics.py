@@ -1,4 +1,4 @@
-"""Formula metrics, shared by training (`Seq2SeqTrainer(compute_metrics=...)`) and `evaluate.py`.
+r"""Formula metrics, shared by training (`Seq2SeqTrainer(compute_metrics=...)`) and `evaluate.py`.
 
 Formulas are compared in the canonical token form (LaTeX tokens separated by spaces): both sides go through
 `data.normalize.normalize` first, so that aliases the model was taught to merge (`\to` and `\rightarrow`, `\le` and
