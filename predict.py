@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 from transformers import AutoProcessor
 
-from modeling import Im2LatexForConditionalGeneration
+from modeling import Im2LatexForConditionalGeneration, to_compact
 from modeling.inference import read_formulas
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "im2latex-base"
@@ -45,6 +45,12 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--style",
+        choices=("tokens", "compact"),
+        default="tokens",
+        help="tokens: the model's form (\\frac { a } { b }); compact: as people write it (\\frac{a}{b}), same image",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if args.batch_size < 1 or (args.num_beams is not None and args.num_beams < 1):
@@ -85,16 +91,17 @@ def main() -> int:
             bar.update(len(chunk))
 
     for name, (reading, seconds) in zip(names, results, strict=True):
+        latex = to_compact(reading.latex) if args.style == "compact" else reading.latex
         if args.format == "json":
             record = {
                 "image": name,
-                "latex": reading.latex,
+                "latex": latex,
                 "score": round(reading.score, 4),
                 "seconds": round(seconds, 4),
             }
             print(json.dumps(record), flush=True)
         else:
-            print(reading.latex, flush=True)
+            print(latex, flush=True)
     return 1 if failed else 0
 
 

@@ -4,6 +4,7 @@ with the transformers Auto classes, so saved folders load with `from_pretrained`
 from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .compact import to_compact
 from .configuration_im2latex import Im2LatexConfig, Im2LatexEncoderConfig, make_config, make_generation_config
 from .image_processing_im2latex import Im2LatexImageProcessor, InvalidImageError, load_image
 from .modeling_im2latex import Im2LatexEncoderModel, Im2LatexForConditionalGeneration, PositionalEncoding2D
@@ -32,5 +33,6 @@ __all__ = [
     "load_image",
     "make_config",
     "make_generation_config",
+    "to_compact",
     "train_tokenizer",
 ]

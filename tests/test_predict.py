@@ -133,3 +133,17 @@ def test_missing_model_folder_is_one_error_line(tmp_path, image_dir):
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.strip().splitlines() == [f"error: model folder {missing} does not exist"]
+
+
+def test_compact_style(tmp_path, tiny_model, tiny_processor):
+    from modeling import to_compact
+
+    folder = tmp_path / "model"
+    tiny_model.save_pretrained(folder)
+    tiny_processor.save_pretrained(folder)
+    image = "tests/fixtures/tiny_dataset/images/0000002.png"
+    run = [sys.executable, "predict.py", "--model", str(folder), image]
+    tokens = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    compact = subprocess.run([*run, "--style", "compact"], capture_output=True, text=True, timeout=300)
+    assert tokens.returncode == 0 and compact.returncode == 0, compact.stderr[-2000:]
+    assert compact.stdout.strip() == to_compact(tokens.stdout.strip())
