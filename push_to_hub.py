@@ -76,7 +76,11 @@ def metrics_table(metrics_path: Path | None) -> str:
         return "No evaluation was given when this card was written."
     metrics = json.loads(metrics_path.read_text())
     context = ", ".join(f"{key}: {metrics[key]}" for key in ("dataset", "split", "num_samples") if key in metrics)
-    rows = [f"| {key} | {value:.4f} |" for key, value in metrics.items() if isinstance(value, (int, float))]
+    rows = [
+        f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |"
+        for key, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    ]
     return "\n".join(([context, ""] if context else []) + ["| metric | value |", "|---|---|", *rows])
 
 
