@@ -47,14 +47,13 @@ def tiny_processor(fixture_formulas):
     return Im2LatexProcessor(Im2LatexImageProcessor(max_height=64, max_width=256), tokenizer)
 
 
-@pytest.fixture()
-def tiny_model(tiny_processor):
+def build_tiny_model(tokenizer):
+    """A random-init model with hidden size 32 and one decoder layer, built in well under a second."""
     import torch
 
     from modeling import Im2LatexForConditionalGeneration, make_config, make_generation_config
 
     torch.manual_seed(0)
-    tokenizer = tiny_processor.tokenizer
     config = make_config(
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
@@ -70,3 +69,8 @@ def tiny_model(tiny_processor):
     model = Im2LatexForConditionalGeneration(config).eval()
     model.generation_config = make_generation_config(config, max_length=24)
     return model
+
+
+@pytest.fixture()
+def tiny_model(tiny_processor):
+    return build_tiny_model(tiny_processor.tokenizer)

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import build_tiny_model
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,24 +27,11 @@ def model_dir(tmp_path_factory, tiny_processor) -> Path:
     """The conftest `tiny_model`, built here once for the module, saved with its processor. The generation
     config's max_length is kept short; min_new_tokens and suppressed special tokens make the random model say
     something visible."""
-    from modeling import Im2LatexForConditionalGeneration, make_config, make_generation_config
+    from modeling import make_generation_config
 
-    torch.manual_seed(0)
     tokenizer = tiny_processor.tokenizer
-    config = make_config(
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        d_model=32,
-        decoder_layers=1,
-        decoder_attention_heads=2,
-        decoder_ffn_dim=64,
-        max_length=64,
-        encoder_kwargs={"stage_depths": [1, 1, 1], "stage_widths": [8, 16, 32]},
-    )
-    model = Im2LatexForConditionalGeneration(config).eval()
-    model.generation_config = make_generation_config(config, max_length=12)
+    model = build_tiny_model(tokenizer)
+    model.generation_config = make_generation_config(model.config, max_length=12)
     model.generation_config.min_new_tokens = 2
     model.generation_config.suppress_tokens = [tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id]
     folder = tmp_path_factory.mktemp("model")
@@ -135,15 +122,12 @@ def test_missing_model_folder_is_one_error_line(tmp_path, image_dir):
     assert done.stderr.strip().splitlines() == [f"error: model folder {missing} does not exist"]
 
 
-def test_compact_style(tmp_path, tiny_model, tiny_processor):
+def test_compact_style(model_dir):
     from modeling import to_compact
 
-    folder = tmp_path / "model"
-    tiny_model.save_pretrained(folder)
-    tiny_processor.save_pretrained(folder)
     image = "tests/fixtures/tiny_dataset/images/0000002.png"
-    run = [sys.executable, "predict.py", "--model", str(folder), image]
+    run = [sys.executable, "predict.py", "--model", str(model_dir), image]
     tokens = subprocess.run(run, capture_output=True, text=True, timeout=300)
     compact = subprocess.run([*run, "--style", "compact"], capture_output=True, text=True, timeout=300)
     assert tokens.returncode == 0 and compact.returncode == 0, compact.stderr[-2000:]
-    assert compact.stdout.strip() == to_compact(tokens.stdout.strip())
+    assert tokens.stdout.strip() and compact.stdout.strip() == to_compact(tokens.stdout.strip())
