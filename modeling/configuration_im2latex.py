@@ -8,6 +8,9 @@ from transformers import (
     VisionEncoderDecoderConfig,
 )
 
+# Tokens every output may have on top of its ink-width bound (see `make_config`'s `max_tokens_per_column`).
+EXTRA_TOKENS = 16
+
 
 class Im2LatexEncoderConfig(PretrainedConfig):
     r"""
@@ -134,7 +137,7 @@ def make_config(
     # Outputs are cut at this many tokens per encoder column (16 px) of ink, plus `extra_tokens`: rendered training
     # formulas have a median of 1.8 and a 99th percentile of 7 tokens per column; loops stop early.
     config.max_tokens_per_column = max_tokens_per_column
-    config.extra_tokens = 16
+    config.extra_tokens = EXTRA_TOKENS
     return config
 
 

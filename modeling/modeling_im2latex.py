@@ -10,7 +10,7 @@ from transformers import AutoModel, LogitsProcessor, LogitsProcessorList, PreTra
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
 
-from .configuration_im2latex import Im2LatexConfig, Im2LatexEncoderConfig
+from .configuration_im2latex import EXTRA_TOKENS, Im2LatexConfig, Im2LatexEncoderConfig
 from .pipeline_im2latex import PIPELINE_TASK, ImageToLatexPipeline
 
 
@@ -185,7 +185,7 @@ class Im2LatexForConditionalGeneration(VisionEncoderDecoderModel):
         if pixel_values is not None and per_column:
             config = kwargs.get("generation_config") or self.generation_config
             beams = kwargs.get("num_beams") or config.num_beams or 1
-            extra = getattr(self.config, "extra_tokens", 16)
+            extra = getattr(self.config, "extra_tokens", EXTRA_TOKENS)
             limits = ink_columns(pixel_values, self.encoder.config.stride) * per_column + extra  # (batch,)
             bound = InkWidthLengthBound(limits.repeat_interleave(beams), config.eos_token_id)
             kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []), bound])
