@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["LatexNormalizationError", "normalize", "tokenize", "detokenize"]
+__all__ = ["LatexNormalizationError", "normalize", "tokenize", "detokenize", "is_canonical"]
 
 
 class LatexNormalizationError(ValueError):
@@ -193,6 +193,11 @@ def _strip_wrappers(latex: str) -> str:
             if not inner.rstrip().endswith("\\") or inner.rstrip().endswith("\\\\"):
                 return inner.strip()
     return text
+
+
+def is_canonical(latex: str) -> bool:
+    """True when ``latex`` is written like the canonical form: every token separated by one space."""
+    return _is_canonical(tokenize(latex))
 
 
 def _is_canonical(tokens: list[str]) -> bool:

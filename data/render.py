@@ -14,9 +14,12 @@ directory that is also its working directory, ``-interaction=nonstopmode`` and a
 
 Formulas may be raw LaTeX or canonical tokens (:mod:`data.normalize`): before TeX sees them, spelled-out
 dimensions are joined (``1 c m`` -> ``1cm``) and spaces after a prime dropped (``f ' '`` -> ``f''``), both
-invisible in math mode. Every preamble loads amsmath, amssymb (not with txfonts/pxfonts, which define the
-symbols), mathtools, bm and mathrsfs, and defines the KaTeX macros ``\\lt``, ``\\gt``, ``\\bra``, ``\\ket``,
-``\\braket``, ``\\colonequals`` that the raw lists use; none of this changes how other formulas look.
+invisible in math mode. In a formula written in the canonical form, the spelled-out words of text-mode arguments
+are joined (``\\textrm { i f ~ x }`` -> ``\\textrm {if~x}``, :func:`modeling.compact.spell_text_mode`), as
+im2latex-100k's images show them; raw LaTeX keeps its text spaces. Every preamble loads amsmath, amssymb (not
+with txfonts/pxfonts, which define the symbols), mathtools, bm and mathrsfs, and defines the KaTeX macros
+``\\lt``, ``\\gt``, ``\\bra``, ``\\ket``, ``\\braket``, ``\\colonequals`` that the raw lists use; none of
+this changes how other formulas look.
 
 Styles: ``deng`` is the look of Deng et al.'s im2latex-100k benchmark (12pt article, ``displaymath``, original
 ``cmex10`` delimiter sizes, 200 dpi); ``varied`` picks, deterministically from the index and formula, a font
@@ -47,6 +50,9 @@ import numpy as np
 import pymupdf
 from PIL import Image
 from tqdm import tqdm
+
+from data.normalize import is_canonical
+from modeling.compact import spell_text_mode
 
 __all__ = ["RenderStyle", "RenderResult", "DENG", "varied_style", "check_formula", "render", "main"]
 
@@ -177,11 +183,17 @@ def _tex_env(workdir: str) -> dict[str, str]:
 
 def _formula_line(formula: str, style: RenderStyle) -> str:
     body = " ".join(_COMMENT.sub("", formula).split())
+    if is_canonical(body):
+        try:
+            body = spell_text_mode(body)
+        except ValueError:  # unbalanced braces: TeX reports the formula
+            pass
     body = _SPACED_DIMENSION.sub(lambda m: "".join(m.group(0).split()), body)
     body = _PRIME_SPACE.sub("'", body)
+    # The space before the closing delimiter keeps a trailing control space (``x \\ ``) one.
     if style.display:
-        return f"\\begin{{preview}}\\begin{{displaymath}}{body}\\end{{displaymath}}\\end{{preview}}"
-    return f"\\begin{{preview}}${body}$\\end{{preview}}"
+        return f"\\begin{{preview}}\\begin{{displaymath}}{body} \\end{{displaymath}}\\end{{preview}}"
+    return f"\\begin{{preview}}${body} $\\end{{preview}}"
 
 
 def _run_pdflatex(source: str, workdir: str, timeout: float) -> tuple[Path | None, str]:

@@ -7,11 +7,12 @@ renderer (``tests/test_compact.py`` renders both forms of real formulas and comp
 
 * Spaces in math mode go: TeX ignores them (``1 2 3`` -> ``123``, ``\mathrm { m a x }`` -> ``\mathrm{max}``).
   A space stays where it is part of the meaning: after a control word before a letter or digit
-  (``\alpha x``, where ``\alphax`` would be another command), in control space ``\ ``, and everywhere in the
-  arguments of text-mode commands (``\textrm``, ``\mbox``, ``\makebox`` ...), which are copied verbatim
-  (whitespace runs become one space, as the renderer does): in text mode a space is visible, and the
-  token form's ``\textrm { a n d }`` renders letter-spaced, so ``\textrm{and}`` would not look the same.
-  Also verbatim: ``tabular`` environments (text-mode cells) and the characters after ``\vrule``, ``\hskip``
+  (``\alpha x``, where ``\alphax`` would be another command) and in control space ``\ ``.
+* In the arguments of text-mode commands (``\textrm``, ``\mbox``, ``\makebox`` ...) a space would be visible.
+  The token form spells words out (``\textrm { i f ~ x }``, ``~`` being the real space) and means
+  ``\textrm{if~x}``, which is how the renderer typesets it (:func:`spell_text_mode`): the spaces go, except
+  between a control word and a letter (``\bf a``).
+  Verbatim (whitespace runs as one space): ``tabular`` environments and the characters after ``\vrule``, ``\hskip``
   ... (in ``\vrule h e i g h t`` the spaced letters are no keyword; in ``\vrule height`` they would be).
 * A space between ``\\`` or ``\begin{..}`` and a following ``[`` or ``*`` is kept when the input had it:
   amsmath's ``matrix``/``aligned`` look for ``\\[2pt]``, ``\\*`` and ``\begin{aligned}[t]`` without
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["to_compact"]
+__all__ = ["spell_text_mode", "to_compact"]
 
 _TOKEN_RE = re.compile(r"\\(?:begin|end)\s*\{\s*[A-Za-z]+\*?\s*\}|\\[A-Za-z]+\*?|\\.|\\$|%[^\n]*|\s+|.", re.S)
 _CONTROL_WORD_END = re.compile(r"\\[A-Za-z]+$")
@@ -76,7 +77,7 @@ _PEEKERS_SPACE_BEFORE = ("[", "*")
 
 
 class _Verbatim(str):
-    """Text-mode material, written exactly as it came (whitespace runs as one space)."""
+    """Text-mode material, left alone by the math-mode rules."""
 
 
 class _Script(str):
@@ -146,7 +147,47 @@ def _take_text_args(tokens: list[str], i: int, count: int, latex: str) -> tuple[
             count -= 1
         end = i
         i = _skip_space(tokens, i)
-    return _Verbatim("".join(tokens[start:end])), end
+    return _Verbatim(_join_text(tokens[start:end])), end
+
+
+def _join_text(tokens: list[str]) -> str:
+    """Text-mode tokens written as words. The token form spaces out every character (``a n d``) and writes a real
+    space as ``~``, so its spaces go, except between a control word and a letter (``\\bf a``)."""
+    pieces = []
+    for k, token in enumerate(tokens):
+        if token != " ":
+            pieces.append(token)
+        elif 0 < k < len(tokens) - 1 and _CONTROL_WORD_END.search(tokens[k - 1]) and tokens[k + 1][0].isalpha():
+            pieces.append(" ")
+    return "".join(pieces)
+
+
+def spell_text_mode(latex: str) -> str:
+    """Join the spaced-out characters of the text-mode arguments of a token-form formula into words.
+
+    This is how the token form reads (im2latex-100k splits ``\\textrm{and}`` into ``\\textrm { a n d }``;
+    typeset as it stands, text mode would show the spaces). The renderer applies it to token-form formulas.
+
+    Args:
+        latex: e.g. ``\\textrm { i f ~ x } > 0``.
+
+    Returns:
+        e.g. ``\\textrm {if~x} > 0``: only the text-mode arguments change.
+
+    Raises:
+        ValueError: unbalanced braces.
+    """
+    tokens = _tokenize(latex)
+    pieces: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        pieces.append(token)
+        if token in _TEXT_COMMANDS:
+            argument, i = _take_text_args(tokens, i, _TEXT_COMMANDS[token], latex)
+            pieces.append(" " + argument if argument else "")
+    return "".join(pieces)
 
 
 def _parse(tokens: list[str], latex: str) -> list:

@@ -121,3 +121,15 @@ def test_cli_writes_an_imagefolder_dataset(tmp_path: Path) -> None:
     assert sorted(dataset["formula"]) == sorted([GOOD[0], GOOD[1]])
     assert dataset[0]["image"].size[0] > 0
     assert (output / "styles.csv").read_text().count("\n") == 3
+
+
+def test_token_form_text_is_typeset_as_words() -> None:
+    """``\\textrm { a n d }`` (im2latex-100k's spelling of ``\\textrm{and}``) must not come out letter-spaced;
+    raw LaTeX keeps its text spaces."""
+    token_form, raw, spaced = render(
+        ["x \\textrm { a n d ~ s o } y", "x \\textrm{and so} y", "x \\textrm{a n d s o} y"],
+        workers=1,
+        progress=False,
+    )
+    assert token_form.image.tobytes() == raw.image.tobytes()
+    assert spaced.image.width > raw.image.width + 10
