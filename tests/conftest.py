@@ -74,3 +74,20 @@ def build_tiny_model(tokenizer):
 @pytest.fixture()
 def tiny_model(tiny_processor):
     return build_tiny_model(tiny_processor.tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_processor) -> Path:
+    """`build_tiny_model` saved with its processor, as a user's model folder. The generation config's max_length
+    is kept short; min_new_tokens and suppressed special tokens make the random model say something visible."""
+    from modeling import make_generation_config
+
+    tokenizer = tiny_processor.tokenizer
+    model = build_tiny_model(tokenizer)
+    model.generation_config = make_generation_config(model.config, max_length=12)
+    model.generation_config.min_new_tokens = 2
+    model.generation_config.suppress_tokens = [tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id]
+    folder = tmp_path_factory.mktemp("model")
+    model.save_pretrained(folder)
+    tiny_processor.save_pretrained(folder)
+    return folder

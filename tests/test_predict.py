@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import build_tiny_model
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,21 +22,8 @@ def run_predict(*arguments: str, stdin: bytes | None = None) -> subprocess.Compl
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_processor) -> Path:
-    """The conftest `tiny_model`, built here once for the module, saved with its processor. The generation
-    config's max_length is kept short; min_new_tokens and suppressed special tokens make the random model say
-    something visible."""
-    from modeling import make_generation_config
-
-    tokenizer = tiny_processor.tokenizer
-    model = build_tiny_model(tokenizer)
-    model.generation_config = make_generation_config(model.config, max_length=12)
-    model.generation_config.min_new_tokens = 2
-    model.generation_config.suppress_tokens = [tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id]
-    folder = tmp_path_factory.mktemp("model")
-    model.save_pretrained(folder)
-    tiny_processor.save_pretrained(folder)
-    return folder
+def model_dir(tiny_model_dir) -> Path:
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")
