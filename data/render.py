@@ -52,7 +52,6 @@ from PIL import Image
 from tqdm import tqdm
 
 from data.normalize import is_canonical
-from modeling.compact import spell_text_mode
 
 __all__ = ["RenderStyle", "RenderResult", "DENG", "varied_style", "check_formula", "render", "main"]
 
@@ -183,11 +182,6 @@ def _tex_env(workdir: str) -> dict[str, str]:
 
 def _formula_line(formula: str, style: RenderStyle) -> str:
     body = " ".join(_COMMENT.sub("", formula).split())
-    if is_canonical(body):
-        try:
-            body = spell_text_mode(body)
-        except ValueError:  # unbalanced braces: TeX reports the formula
-            pass
     body = _SPACED_DIMENSION.sub(lambda m: "".join(m.group(0).split()), body)
     body = _PRIME_SPACE.sub("'", body)
     # The space before the closing delimiter keeps a trailing control space (``x \\ ``) one.
@@ -328,6 +322,10 @@ def render(
     if workers < 1 or batch_size < 1:
         raise ValueError(f"workers and batch_size must be >= 1, got {workers!r} and {batch_size!r}")
 
+    # Imported here, in the parent process only: the `modeling` package loads torch, which the (spawned) TeX
+    # workers must not pay for.
+    from modeling.compact import spell_text_mode
+
     results: dict[int, RenderResult] = {}
     groups: dict[str, list[tuple[int, str, RenderStyle]]] = {}
     for index, formula in enumerate(formulas):
@@ -335,8 +333,13 @@ def render(
         reason = check_formula(formula)
         if reason:
             results[index] = RenderResult(index, None, reason, formula_style, refused=True)
-        else:
-            groups.setdefault(formula_style.preamble(), []).append((index, formula, formula_style))
+            continue
+        if is_canonical(formula):
+            try:
+                formula = spell_text_mode(formula)
+            except ValueError:  # unbalanced braces: TeX names the formula
+                pass
+        groups.setdefault(formula_style.preamble(), []).append((index, formula, formula_style))
     tasks = [(g[k : k + batch_size], timeout) for g in groups.values() for k in range(0, len(g), batch_size)]
 
     with tqdm(total=len(formulas), desc="render", unit="formula", disable=not progress) as bar:
