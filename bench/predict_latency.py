@@ -18,6 +18,7 @@ import torch
 from transformers import AutoProcessor, PreTrainedModel, ProcessorMixin
 
 from bench.formula_images import sample_images
+from data.metrics import compute_formula_metrics
 from modeling import Im2LatexForConditionalGeneration
 from modeling.inference import Reading, read_formulas
 
@@ -63,12 +64,21 @@ def main() -> None:
     processor = AutoProcessor.from_pretrained(args.model)
     samples = sample_images(args.dataset, args.count, args.seed)
     images = [data for data, _ in samples]
-    formulas = [formula for _, formula in samples if formula]
+    formulas = [formula for _, formula in samples]
+    if not all(formulas):
+        formulas = None
     print(f"{len(images)} images from {args.dataset}, torch threads {torch.get_num_threads()}")
     if formulas:
         lengths = [len(formula.split()) for formula in formulas]
         print(f"reference formulas: mean {np.mean(lengths):.1f} tokens, median {np.median(lengths):.0f}")
     read_formulas(model, processor, [processor.image_processor.prepare(images[0])], num_beams=1)  # warm-up
+
+    def quality(readings: list[Reading]) -> str:
+        """BLEU and token edit similarity against the references, where the dataset has them."""
+        if formulas is None:
+            return ""
+        scores = compute_formula_metrics([r.latex for r in readings], formulas)
+        return f"; BLEU {scores['bleu']:.3f}, token edit similarity {scores['token_edit_similarity']:.3f}"
 
     single = {}
     for beams in (1, args.num_beams):
@@ -81,7 +91,7 @@ def main() -> None:
         single[beams] = readings
         tokens = np.mean([len(processor.tokenizer(r.latex).input_ids) for r in readings])
         name = "greedy" if beams == 1 else f"beam {beams}"
-        print(f"one image, {name:7s} {percentiles(seconds)}  ({tokens:.0f} tokens out on average)")
+        print(f"one image, {name:7s} {percentiles(seconds)}  ({tokens:.0f} tokens out on average){quality(readings)}")
 
     for same_shape in (False, True):
         began = time.perf_counter()
@@ -92,7 +102,7 @@ def main() -> None:
         name = "same padded shape only" if same_shape else "sorted by size"
         print(
             f"batched greedy, batch {args.batch_size}, {name}: {len(images) / seconds:.1f} formulas/s; "
-            f"{same}/{len(images)} readings identical to one-at-a-time"
+            f"{same}/{len(images)} readings identical to one-at-a-time{quality(batched)}"
         )
 
 
