@@ -97,8 +97,11 @@ def canonical_formulas(root: Path, source: str, stats: Counter) -> list[str]:
     return kept
 
 
-def training_formulas(root: Path, benchmark_keys: set[str], max_train: int, seed: int) -> list[tuple[str, str]]:
-    """(formula, source) pairs for the train split: unique, benchmark-free, mixed per `TRAIN_MIX`."""
+def training_formulas(
+    root: Path, benchmark_keys: set[str], max_train: int, seed: int
+) -> tuple[list[tuple[str, str]], Counter]:
+    """(formula, source) pairs for the train split: unique, benchmark-free, mixed per `TRAIN_MIX`; and the counts
+    of lines left out (empty, not normalisable, too long, duplicate, benchmark formula)."""
     rng = random.Random(seed)
     seen = set(benchmark_keys)
     stats: Counter = Counter()
@@ -122,7 +125,7 @@ def training_formulas(root: Path, benchmark_keys: set[str], max_train: int, seed
         chosen += [(formula, source) for formula in pools[source][: round(share * max_train)]]
     rng.shuffle(chosen)
     logger.info("train formulas: %d chosen; skipped: %s", len(chosen), dict(stats))
-    return chosen
+    return chosen, stats
 
 
 def write_split(
@@ -133,10 +136,14 @@ def write_split(
     workers: int,
     chunk: int,
     image_format: str = "g4",
-) -> int:
+) -> tuple[int, dict[str, dict]]:
     """Render a split in chunks (bounded memory), one parquet shard per chunk, images stored in `image_format`
-    (`data.storage`); formulas TeX cannot render are counted and skipped. Returns the number of images written."""
-    failures: Counter = Counter()
+    (`data.storage`). Formulas that are refused or that TeX cannot render are skipped.
+
+    Returns:
+        The number of images written, and the skipped formulas per reason: ``{reason: {"count", "example"}}``.
+    """
+    skipped: dict[str, dict] = {}
     folder.mkdir(parents=True, exist_ok=True)
     shards = max(1, -(-len(formulas) // chunk))
     written = 0
@@ -146,9 +153,8 @@ def write_split(
         results = render([formula for formula, _ in part], style=style, workers=workers)
         for (formula, source), result in zip(part, results, strict=True):
             if result.image is None:
-                failures["refused" if result.refused else "failed"] += 1
-                if sum(failures.values()) <= 3:
-                    logger.warning("skipped %r: %s", formula[:80], (result.error or "")[:200])
+                example = f"{formula[:80]!r}: {(result.error or '')[:160]}"
+                skipped.setdefault(_skip_reason(result.error), {"count": 0, "example": example})["count"] += 1
                 continue
             rows["image"].append({"bytes": encode_image(result.image, image_format), "path": None})
             rows["formula"].append(formula)
@@ -161,9 +167,17 @@ def write_split(
         path = folder / f"{name}-{shard:05d}-of-{shards:05d}.parquet"
         pq.write_table(table, str(path), compression="zstd", compression_level=19)
         written += len(rows["image"])
-    if failures:
-        logger.warning("%s (%s style): %s", name, style, dict(failures))
-    return written
+    for reason, entry in skipped.items():
+        logger.warning("%s: %d skipped (%s), e.g. %s", name, entry["count"], reason, entry["example"])
+    return written, skipped
+
+
+def _skip_reason(error: str | None) -> str:
+    """A short name for why a formula has no image (`data.render` error messages)."""
+    for reason in ("empty", "too long", "forbidden", "renders no ink", "timed out"):
+        if reason in (error or ""):
+            return reason
+    return "TeX error"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
         for split, name in BENCHMARK_LISTS.items()
     }
     benchmark_keys = {squash(formula) for formulas in benchmark.values() for formula in formulas}
-    train = training_formulas(args.formulas, benchmark_keys, args.max_train, args.seed)
+    train, selection_skipped = training_formulas(args.formulas, benchmark_keys, args.max_train, args.seed)
+    summary["train_lines_skipped"] = dict(selection_skipped)
     if args.coverage:
         exclude = benchmark_keys | {squash(formula) for formula, _ in train}
         coverage = coverage_formulas([formula for formula, _ in train], args.coverage, args.seed, exclude)
@@ -212,10 +227,10 @@ def main(argv: list[str] | None = None) -> None:
     folder = args.output / "data"
     folder.mkdir(parents=True, exist_ok=True)
     for name, (formulas, style, image_format) in splits.items():
-        count = write_split(formulas, style, folder, name, args.workers, args.chunk, image_format)
+        count, skipped = write_split(formulas, style, folder, name, args.workers, args.chunk, image_format)
         size = sum(path.stat().st_size for path in folder.glob(f"{name}-*.parquet"))
         summary[name] = {"images": count, "bytes": size, "bytes_per_image": round(size / max(count, 1))}
-        summary[name]["image_format"] = image_format
+        summary[name].update(image_format=image_format, skipped=skipped)
         logger.info("%s: %d images, %.1f MB, %d bytes per image", name, count, size / 2**20, size / max(count, 1))
     summary["seconds"] = round(time.time() - began)
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2))

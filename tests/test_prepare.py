@@ -7,6 +7,7 @@ rendered instead.
 import json
 import re
 import shutil
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def select(tmp_path: Path, monkeypatch, *options: str) -> dict:
 
     def record(formulas, style, folder, name, workers, chunk, image_format="g4"):
         recorded[name] = (list(formulas), style, image_format)
-        return len(formulas)
+        return len(formulas), {}
 
     monkeypatch.setattr(prepare, "write_split", record)
     formulas = write_lists(tmp_path / "formulas")
@@ -128,6 +129,17 @@ def test_summary_counts(prepared):
     assert [summary[name]["image_format"] for name in ("train", "validation", "test")] == ["g4", "png", "png"]
     assert "coverage_formulas" not in summary
     assert summary["seconds"] >= 0
+    # every skipped line is counted, with an example
+    assert summary["train_lines_skipped"] == {
+        "empty": 1,
+        "not normalisable": 1,
+        "duplicate": 1,
+        "benchmark formula removed": 1,
+    }
+    assert {reason: entry["count"] for reason, entry in summary["train"]["skipped"].items()} == {"TeX error": 1}
+    assert "notamacro" in summary["train"]["skipped"]["TeX error"]["example"]
+    assert summary["validation"]["skipped"]["TeX error"]["count"] == 1
+    assert summary["test"]["skipped"] == {}
     assert sorted(path.name for path in (prepared / "data").iterdir()) == [
         "test-00000-of-00001.parquet",
         "train-00000-of-00001.parquet",
@@ -174,7 +186,8 @@ def test_squash():
 def test_leak_check_stops_the_build(tmp_path, monkeypatch, leak):
     """Were the filtering in `training_formulas` lost, the build would fail before rendering anything."""
     formulas = write_lists(tmp_path / "formulas")
-    monkeypatch.setattr(prepare, "training_formulas", lambda *args: [("n !", "books-inline"), (leak, "arxiv-display")])
+    chosen = [("n !", "books-inline"), (leak, "arxiv-display")]
+    monkeypatch.setattr(prepare, "training_formulas", lambda *args: (chosen, Counter()))
     with pytest.raises(RuntimeError, match="1 benchmark formulas in train, e.g. " + re.escape(repr(leak))):
         prepare.main(["--formulas", str(formulas), "--output", str(tmp_path / "out"), "--coverage", "0"])
     assert not (tmp_path / "out").exists()
