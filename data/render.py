@@ -73,6 +73,11 @@ _FORBIDDEN = re.compile(
     r"|sfcode|font|tracing[a-z]+|show[a-z]*|stop|bye|globaldefs|newread|newwrite)(?![a-zA-Z])"
     r"|\\end(?![a-zA-Z])(?!\s*\{)|\\(?:begin|end)\s*\{\s*(?:document|filecontents\*?)\s*\}|\^\^"
 )
+_MATH_VERSIONS = {
+    "normal": "",
+    "bold": "\\AtBeginDocument{\\boldmath}",
+    "sans": "\\usepackage{sansmath}\\AtBeginDocument{\\sansmath}",
+}
 _SECONDS_PER_FORMULA = 0.1  # added to the base timeout of a run, so that bisecting a hang gets cheaper
 _COMMENT = re.compile(r"(?<!\\)%[^\n]*")
 _ERROR_LINE = re.compile(r"^l\.(\d+) ", re.M)
@@ -96,6 +101,8 @@ class RenderStyle:
         dpi: rasterisation resolution.
         margin: white border in pixels around the ink.
         fixed_cmex: use ``cmex10`` at every size (Deng et al.'s delimiter sizes).
+        math_version: ``"normal"``, ``"bold"`` (``\\boldmath`` throughout) or ``"sans"`` (sansmath's sans-serif
+            math); the training styles keep ``"normal"``, the generalisation set uses the others.
     """
 
     font: str = ""
@@ -104,6 +111,7 @@ class RenderStyle:
     dpi: int = 200
     margin: int = 4
     fixed_cmex: bool = True
+    math_version: str = "normal"
 
     def __post_init__(self) -> None:
         if self.font_size not in (10, 11, 12):
@@ -112,6 +120,8 @@ class RenderStyle:
             raise ValueError(f"dpi must be in [30, 1200], got {self.dpi!r}")
         if self.font and not re.fullmatch(r"[a-zA-Z]+", self.font):
             raise ValueError(f"font must be a package name, got {self.font!r}")
+        if self.math_version not in _MATH_VERSIONS:
+            raise ValueError(f"math_version must be one of {sorted(_MATH_VERSIONS)}, got {self.math_version!r}")
 
     def preamble(self) -> str:
         """The LaTeX preamble shared by every formula with this font and size."""
@@ -125,6 +135,7 @@ class RenderStyle:
             "\\providecommand{\\lt}{<}\\providecommand{\\gt}{>}\\providecommand{\\colonequals}{\\coloneqq}",
             "\\providecommand{\\bra}[1]{\\mathinner{\\langle{#1}|}}\\providecommand{\\ket}[1]{\\mathinner{|{#1}\\rangle}}",
             "\\providecommand{\\braket}[1]{\\mathinner{\\langle{#1}\\rangle}}",
+            _MATH_VERSIONS[self.math_version],
             "\\usepackage[active,tightpage]{preview}",
             "\\DeclareFontShape{OMX}{cmex}{m}{n}{<->sfixed*cmex10}{}" if self.fixed_cmex else "",
             "\\pagestyle{empty}",
