@@ -5,14 +5,16 @@
         --num-beams 2 --output eval/tiny --min-bleu 0.5
 
 Writes OUTPUT/metrics.json (the metrics, speed and run details) and OUTPUT/predictions.jsonl (one
-`{"image", "reference", "prediction"}` per example) and prints the metrics. Exits with 1 when `--min-bleu` is not
-met, with 2 on a bad argument.
+`{"image", "reference", "prediction", "truncated"}` per example) and prints the metrics. `--check-compiles` renders
+every prediction with pdflatex and adds `compile_fraction` (and a `compiles` field per prediction). Exits with 1
+when `--min-bleu` is not met, with 2 on a bad argument.
 
 This script's name is also the name of the `evaluate` library; `data.metrics` imports the library in a way that skips
 this file (see `data.metrics._import_evaluate_library`), so import the library from there, never directly here.
 """
 
 import argparse
+import io
 import json
 import logging
 import re
@@ -23,6 +25,7 @@ from pathlib import Path
 import datasets
 import torch
 from datasets.exceptions import DatasetGenerationError
+from PIL import Image as PILImage
 from tqdm.auto import tqdm
 from transformers import AutoProcessor
 
@@ -87,34 +90,61 @@ def image_name(image, index: int, dataset_source: str) -> str | int:
         return path
 
 
+def image_source(image):
+    """What the image processor reads: the stored bytes or path of an undecoded image, else the image itself."""
+    return (image["bytes"] or image["path"]) if isinstance(image, dict) else image
+
+
+def by_size(dataset: datasets.Dataset) -> list[int]:
+    """Example indices ordered by image width, then height (read from the file headers). A batch of similar images
+    pads less and its formulas end at similar lengths, and since the encoder has no padding mask, less padding
+    also keeps a batched reading closer to a one-by-one reading."""
+
+    def size(image) -> tuple[int, int]:
+        source = image_source(image)
+        try:
+            with PILImage.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
+                return opened.width, opened.height
+        except (OSError, TypeError, ValueError, AttributeError):  # unreadable: `predict` reports it
+            return 0, 0
+
+    return sorted(range(len(dataset)), key=lambda index: size(dataset[index]["image"]))
+
+
 def predict(model, processor, dataset: datasets.Dataset, args: argparse.Namespace) -> list[dict]:
-    """Read every image in batches; unreadable ones are reported and skipped.
+    """Read every image in batches of similar sizes; unreadable ones are reported and skipped.
 
     Returns:
-        One `{"image", "reference", "prediction", "truncated"}` per readable example.
+        One `{"image", "reference", "prediction", "truncated"}` per readable example, in the dataset's order.
     """
-    records = []
+    records = {}
+    order = by_size(dataset)
     with tqdm(total=len(dataset), desc="evaluating", unit="formula") as progress:
-        for start in range(0, len(dataset), args.batch_size):
-            batch = dataset[start : start + args.batch_size]
+        for start in range(0, len(order), args.batch_size):
+            indices = order[start : start + args.batch_size]
+            batch = dataset[indices]
             images, kept = [], []
-            for offset, (image, formula) in enumerate(zip(batch["image"], batch["formula"], strict=True)):
-                source = (image["bytes"] or image["path"]) if isinstance(image, dict) else image
-                name = image_name(image, start + offset, args.dataset)
+            for index, image, formula in zip(indices, batch["image"], batch["formula"], strict=True):
+                name = image_name(image, index, args.dataset)
                 try:
-                    images.append(processor.image_processor.prepare(source))
+                    images.append(processor.image_processor.prepare(image_source(image)))
                 except (InvalidImageError, FileNotFoundError) as error:
                     logger.warning("skipping example %s: %s", name, error)
                     continue
-                kept.append({"image": name, "reference": formula})
+                kept.append((index, {"image": name, "reference": formula}))
             if images:
                 readings = read_formulas(model, processor, images, num_beams=args.num_beams)
-                records += [
-                    {**record, "prediction": reading.latex, "truncated": reading.truncated}
-                    for record, reading in zip(kept, readings, strict=True)
-                ]
-            progress.update(len(batch["formula"]))
-    return records
+                for (index, record), reading in zip(kept, readings, strict=True):
+                    records[index] = {**record, "prediction": reading.latex, "truncated": reading.truncated}
+            progress.update(len(indices))
+    return [records[index] for index in sorted(records)]
+
+
+def compiles(predictions: list[str]) -> list[bool]:
+    """Whether each prediction renders with pdflatex (the Deng et al. look); needs TeX and `data.render`."""
+    from data.render import render
+
+    return [result.image is not None for result in render(predictions, style="deng")]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -130,6 +160,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image-column", default="image")
     parser.add_argument("--formula-column", default="formula")
     parser.add_argument("--min-bleu", type=float, help="exit with status 1 when BLEU (in [0, 1]) is below this")
+    parser.add_argument(
+        "--check-compiles", action="store_true", help="render every prediction with pdflatex: compile_fraction"
+    )
     args = parser.parse_args(argv)
     for name in ("num_beams", "batch_size", "max_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -163,11 +196,15 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. Score and write. Generation stops at an end token or at the length limit, so a prediction without an end
     # token hit the limit.
-    truncated = sum(record.pop("truncated") for record in records)
+    truncated = sum(record["truncated"] for record in records)
     scores = compute_formula_metrics([r["prediction"] for r in records], [r["reference"] for r in records])
+    metrics = {**scores, "truncated_fraction": truncated / len(records)}
+    if args.check_compiles:
+        for record, compiled in zip(records, compiles([r["prediction"] for r in records]), strict=True):
+            record["compiles"] = compiled
+        metrics["compile_fraction"] = sum(r["compiles"] for r in records) / len(records)
     metrics = {
-        **scores,
-        "truncated_fraction": truncated / len(records),
+        **metrics,
         "num_samples": len(records),
         "num_skipped": len(dataset) - len(records),
         "split": args.split,

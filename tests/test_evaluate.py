@@ -2,7 +2,9 @@
 
 import csv
 import importlib.util
+import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,7 +75,7 @@ def test_evaluate_writes_metrics_and_predictions(model_dir, dataset_dir, fixture
     records = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
     assert [record["image"] for record in records] == ["images/0.png", "images/1.png", "images/2.png"]
     assert [record["reference"] for record in records] == fixture_formulas[:3]
-    assert all(set(record) == {"image", "reference", "prediction"} for record in records)
+    assert all(set(record) == {"image", "reference", "prediction", "truncated"} for record in records)
     assert all(isinstance(record["prediction"], str) for record in records)
 
     # The metrics are those of the written predictions, computed by the shared module.
@@ -115,3 +117,20 @@ def test_bad_arguments_exit_2(change, message, evaluate_script, model_dir, datas
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after any progress bar of the loading
     assert error.startswith("error: ") and message in error
     assert not (tmp_path / "out").exists()
+
+
+def test_batches_group_images_by_size(evaluate_script):
+    def png(width: int, height: int) -> dict:
+        buffer = io.BytesIO()
+        Image.new("L", (width, height), 255).save(buffer, format="PNG")
+        return {"bytes": buffer.getvalue(), "path": None}
+
+    broken = {"bytes": b"not an image", "path": None}
+    dataset = Dataset.from_dict({"image": [png(300, 40), png(50, 40), broken, png(120, 60)]})
+    assert evaluate_script.by_size(dataset) == [2, 1, 3, 0]  # the unreadable one first: it is reported later
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_compile_check(evaluate_script):
+    predictions = ["x ^ { 2 }", "\\frac { a", "\\input { / e t c / p a s s w d }", "\\nosuchmacro"]
+    assert evaluate_script.compiles(predictions) == [True, False, False, False]
