@@ -84,6 +84,12 @@ _ERROR_LINE = re.compile(r"^l\.(\d+) ", re.M)
 # A dimension spelled out in canonical tokens ("- . 1 8 e m", "1 c m") must be joined for TeX to read it.
 # TeX's prime looks at the very next token for more primes or a superscript: "f ' '" must become "f''".
 _PRIME_SPACE = re.compile(r"'\s+")
+# After ``\\`` and a space, amsmath's environments read ``[`` as content, but LaTeX's ``array`` takes it for the
+# optional skip (and TeX loops on ``\\ [ a , b ]``, a time-out each); ``\relax`` makes it content everywhere.
+# A real skip (``\\ [ 2pt ]``, joined by then) keeps its meaning.
+_ROW_END_BRACKET = re.compile(
+    r"\\\\\s+\[(?!\s*[-+]?\s*(?:\d+\.?\d*|\.\d+)\s*(?:pt|em|ex|mm|cm|in|bp|pc|dd|cc|sp|mu)\s*\])"
+)
 _SPACED_DIMENSION = re.compile(
     r"(?<![\\a-zA-Z])(\d[\d\s]*(?:\.[\d\s]*)?|\.\s*\d[\d\s]*)"
     r"(p\s*t|c\s*m|m\s*m|i\s*n|e\s*m|e\s*x|m\s*u|b\s*p|p\s*c|d\s*d|c\s*c|s\s*p)(?![a-zA-Z])"
@@ -195,6 +201,7 @@ def _formula_line(formula: str, style: RenderStyle) -> str:
     body = " ".join(_COMMENT.sub("", formula).split())
     body = _SPACED_DIMENSION.sub(lambda m: "".join(m.group(0).split()), body)
     body = _PRIME_SPACE.sub("'", body)
+    body = _ROW_END_BRACKET.sub(r"\\\\\\relax [", body)
     # The space before the closing delimiter keeps a trailing control space (``x \\ ``) one.
     if style.display:
         return f"\\begin{{preview}}\\begin{{displaymath}}{body} \\end{{displaymath}}\\end{{preview}}"

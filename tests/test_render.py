@@ -36,9 +36,20 @@ def test_broken_formula_is_skipped_and_the_batch_survives() -> None:
 
 
 def test_a_formula_that_hangs_tex_is_cut_off_by_the_timeout() -> None:
-    hang = "\\begin{array} { c } { R } \\\\ [ \\alpha , \\ldots ] { a } \\\\ \\end{array}"  # loops in calc
+    hang = "\\begin{array} { c } { R } \\\\[ \\alpha , \\ldots ] { a } \\\\ \\end{array}"  # loops in calc
     results = render([GOOD[0], hang, GOOD[1]], "deng", workers=1, timeout=2, progress=False)
     assert [r.image is not None for r in results] == [True, False, True]
+
+
+def test_a_bracket_after_a_row_end_and_a_space_is_content() -> None:
+    """amsmath reads ``\\\\ [ a ]`` as content, LaTeX's array as a (looping) optional skip; both render it now."""
+    array = "\\begin{array} { c } { R } \\\\ [ \\alpha , \\ldots ] { a } \\\\ \\end{array}"
+    matrix = "\\begin{matrix} { R } \\\\ [ \\alpha , \\ldots ] { a } \\\\ \\end{matrix}"
+    skip = "\\begin{array} { c } a \\\\ [ 1 c m ] b \\end{array}"
+    no_skip = "\\begin{array} { c } a \\\\ b \\end{array}"
+    results = render([array, matrix, skip, no_skip], "deng", workers=1, timeout=5, progress=False)
+    assert [r.error for r in results] == [None] * 4
+    assert results[2].image.height > results[3].image.height + 30  # the 1cm skip is still a skip
 
 
 @pytest.mark.parametrize(
