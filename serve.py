@@ -17,6 +17,16 @@ from server.app import DEFAULT_MAX_UPLOAD_BYTES
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "im2latex-base"
 
 
+def bucket_size(text: str) -> tuple[int, int] | None:
+    """`96x512` -> (96, 512); `none` -> None."""
+    if text.lower() == "none":
+        return None
+    height, _, width = text.lower().partition("x")
+    if not (height.isdigit() and width.isdigit() and int(height) > 0 and int(width) > 0):
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH (e.g. 96x512) or none, got {text!r}")
+    return int(height), int(width)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="saved model folder or Hub id")
@@ -27,6 +37,12 @@ def main() -> None:
     parser.add_argument("--max-upload-bytes", type=int, default=DEFAULT_MAX_UPLOAD_BYTES, help="larger uploads: 413")
     parser.add_argument("--max-pixels", type=int, default=None, help="larger images are refused before decoding")
     parser.add_argument("--mathjax-dir", type=Path, default=None, help="MathJax es5 folder (default: found)")
+    parser.add_argument(
+        "--bucket",
+        type=bucket_size,
+        default=(96, 512),
+        help="pad images up to multiples of HEIGHTxWIDTH so that sizes batch together (default 96x512; none: off)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, the cores)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
@@ -41,6 +57,7 @@ def main() -> None:
         max_batch_size=args.max_batch_size,
         max_pixels=args.max_pixels,
         mathjax_dir=args.mathjax_dir,
+        bucket=args.bucket,
     )
     uvicorn.run(app, host=args.host, port=args.port)
 

@@ -3,9 +3,11 @@
     python -m bench.predict_latency --dataset ../build/eval-data/data --count 100 [--model models/im2latex-base]
 
 The images are drawn at random from the dataset (im2latex-100k test formulas average about 58 tokens; the sample's
-mean is printed). Times include preparing the image (decoding the PNG, cropping, scaling). The batched run sorts
-images by size and also says how many batched readings equal the one-at-a-time ones: padding in a batch changes what
-the encoder sees. Stop other work on the machine first: the numbers are wall-clock.
+mean is printed). Times include preparing the image (decoding the PNG, cropping, scaling). Two ways are measured:
+predict.py's (an image alone is padded to the model's stride; a batch, sorted by size, pads to its largest image) and
+the server's (every image padded up to its `--bucket`; a batch holds one bucket). Padding changes what the encoder
+sees, so each batched run says how many readings equal the same way's one-at-a-time ones, and, where the dataset
+has formulas, BLEU and token edit similarity. Stop other work on the machine first: the numbers are wall-clock.
 """
 
 import argparse
@@ -21,6 +23,7 @@ from bench.formula_images import sample_images
 from data.metrics import compute_formula_metrics
 from modeling import Im2LatexForConditionalGeneration
 from modeling.inference import Reading, read_formulas
+from server.batcher import pad_to_bucket
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "im2latex-base"
 
@@ -31,12 +34,12 @@ def percentiles(seconds: list[float]) -> str:
 
 
 def read_batched(
-    model: PreTrainedModel, processor: ProcessorMixin, prepared: list[np.ndarray], batch_size: int, same_shape: bool
+    model: PreTrainedModel, processor: ProcessorMixin, prepared: list[np.ndarray], batch_size: int, by_shape: bool
 ) -> list[Reading]:
-    """Read in batches of similar sizes (sorted), or only of images that pad to the same shape (the server's way)."""
+    """Greedy readings in batches: sorted by size, or (`by_shape`) only of images of one shape."""
     groups = defaultdict(list)
     for index in sorted(range(len(prepared)), key=lambda i: prepared[i].shape):
-        groups[processor.image_processor.pad([prepared[index]]).shape if same_shape else None].append(index)
+        groups[prepared[index].shape if by_shape else None].append(index)
     readings = [None] * len(prepared)
     for group in groups.values():
         for start in range(0, len(group), batch_size):
@@ -54,6 +57,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100, help="images to read")
     parser.add_argument("--num-beams", type=int, default=4, help="beams of the beam-search run")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--bucket", type=lambda text: tuple(int(side) for side in text.split("x")), default=(96, 512), help="HxW"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -80,28 +86,35 @@ def main() -> None:
         scores = compute_formula_metrics([r.latex for r in readings], formulas)
         return f"; BLEU {scores['bleu']:.3f}, token edit similarity {scores['token_edit_similarity']:.3f}"
 
-    single = {}
-    for beams in (1, args.num_beams):
-        seconds, readings = [], []
-        for data in images:
-            began = time.perf_counter()
-            (reading,) = read_formulas(model, processor, [processor.image_processor.prepare(data)], num_beams=beams)
-            seconds.append(time.perf_counter() - began)
-            readings.append(reading)
-        single[beams] = readings
-        tokens = np.mean([len(processor.tokenizer(r.latex).input_ids) for r in readings])
-        name = "greedy" if beams == 1 else f"beam {beams}"
-        print(f"one image, {name:7s} {percentiles(seconds)}  ({tokens:.0f} tokens out on average){quality(readings)}")
-
-    for same_shape in (False, True):
+    image_processor = processor.image_processor
+    limit = (image_processor.max_height, image_processor.max_width)
+    ways = {
+        "predict.py": lambda data: image_processor.prepare(data),
+        f"server, bucket {args.bucket[0]}x{args.bucket[1]}": lambda data: pad_to_bucket(
+            image_processor.prepare(data), args.bucket, limit
+        ),
+    }
+    for way, prepare in ways.items():
+        print(f"-- {way}")
+        single = {}
+        for beams in (1, args.num_beams):
+            seconds, readings = [], []
+            for data in images:
+                began = time.perf_counter()
+                (reading,) = read_formulas(model, processor, [prepare(data)], num_beams=beams)
+                seconds.append(time.perf_counter() - began)
+                readings.append(reading)
+            single[beams] = readings
+            tokens = np.mean([len(processor.tokenizer(r.latex).input_ids) for r in readings])
+            name = "greedy" if beams == 1 else f"beam {beams}"
+            print(f"one image, {name:7s} {percentiles(seconds)}  ({tokens:.0f} tokens out){quality(readings)}")
+        by_shape = way != "predict.py"
         began = time.perf_counter()
-        prepared = [processor.image_processor.prepare(data) for data in images]
-        batched = read_batched(model, processor, prepared, args.batch_size, same_shape)
+        batched = read_batched(model, processor, [prepare(data) for data in images], args.batch_size, by_shape)
         seconds = time.perf_counter() - began
         same = sum(a.latex == b.latex for a, b in zip(batched, single[1], strict=True))
-        name = "same padded shape only" if same_shape else "sorted by size"
         print(
-            f"batched greedy, batch {args.batch_size}, {name}: {len(images) / seconds:.1f} formulas/s; "
+            f"batched greedy, batch {args.batch_size}: {len(images) / seconds:.1f} formulas/s; "
             f"{same}/{len(images)} readings identical to one-at-a-time{quality(batched)}"
         )
 

@@ -98,6 +98,7 @@ def create_app(
     max_batch_size: int = 8,
     max_pixels: int | None = None,
     mathjax_dir: Path | None = None,
+    bucket: tuple[int, int] | None = (96, 512),
 ) -> FastAPI:
     """Build the app around a saved model folder (loaded here, once).
 
@@ -108,6 +109,8 @@ def create_app(
         max_batch_size: most images read in one `generate` call.
         max_pixels: images with more pixels are refused before decoding (default: the image processor's limit).
         mathjax_dir: MathJax's `es5` folder for the page's preview; found automatically when None.
+        bucket: (height, width) steps that images are padded up to before reading (see `server.batcher`); None
+            pads only to the model's stride.
 
     Returns:
         The FastAPI app; its lifespan starts and stops the batcher.
@@ -118,7 +121,7 @@ def create_app(
     processor = AutoProcessor.from_pretrained(model_dir)
     if max_pixels is not None:
         processor.image_processor.max_input_pixels = max_pixels
-    batcher = Batcher(model, processor, max_batch_size=max_batch_size, num_beams=num_beams)
+    batcher = Batcher(model, processor, max_batch_size=max_batch_size, num_beams=num_beams, bucket=bucket)
     mathjax_dir = mathjax_dir or find_mathjax()
     if mathjax_dir is not None and not (Path(mathjax_dir) / "tex-svg.js").is_file():
         raise FileNotFoundError(f"no tex-svg.js in the MathJax folder {mathjax_dir}")
@@ -150,6 +153,7 @@ def create_app(
             "model": str(model_dir),
             "num_beams": num_beams or model.generation_config.num_beams,
             "max_upload_bytes": max_upload_bytes,
+            "bucket": bucket,
             "preview": mathjax_dir is not None,
         }
 

@@ -1,8 +1,10 @@
 """Batch concurrent requests: images that pad to the same shape are read together, one batch at a time.
 
 Padding changes what the encoder sees (it has no padding mask), so an image batched with larger ones could read
-differently than alone. Grouping by padded shape makes a batch hold exactly the pixels each image would have alone,
-so an image's reading does not depend on which requests arrived with it.
+differently than alone. Each image is first padded up to a fixed bucket (a multiple of `bucket`, 96x512 by default),
+and a batch holds only images of one bucket: a batch holds exactly the pixels each image would have alone, so an
+image's reading does not depend on which requests arrived with it. Buckets also let images of different sizes share
+a batch; and the shipped model, trained on padded batches, reads padded images better (bench/predict_latency.py).
 """
 
 import asyncio
@@ -18,6 +20,14 @@ from modeling.inference import Reading, read_formulas
 logger = logging.getLogger(__name__)
 
 
+def pad_to_bucket(image: np.ndarray, bucket: tuple[int, int], limit: tuple[int, int]) -> np.ndarray:
+    """Pad a prepared (height, width) image with background, bottom and right, up to the next multiple of `bucket`
+    on each side, but not beyond `limit` (the image processor's largest image) unless it already is."""
+    sides = zip(image.shape, bucket, limit, strict=True)
+    target = [max(size, min(-(-size // step) * step, most)) for size, step, most in sides]
+    return np.pad(image, [(0, want - size) for want, size in zip(target, image.shape, strict=True)])
+
+
 class Batcher:
     """Reads prepared images in batches on one worker thread, so the event loop never runs the model.
 
@@ -26,13 +36,22 @@ class Batcher:
         processor: its processor (pads the images).
         max_batch_size: at most this many images per `generate` call.
         num_beams: beams; the model's generation config decides when None.
+        bucket: (height, width) steps that images are padded up to; None pads only to the model's stride.
     """
 
     def __init__(
-        self, model: PreTrainedModel, processor: ProcessorMixin, max_batch_size: int = 8, num_beams: int | None = None
+        self,
+        model: PreTrainedModel,
+        processor: ProcessorMixin,
+        max_batch_size: int = 8,
+        num_beams: int | None = None,
+        bucket: tuple[int, int] | None = (96, 512),
     ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        if bucket is not None and (len(bucket) != 2 or min(bucket) < 1):
+            raise ValueError(f"bucket must be (height, width) with positive sides, got {bucket}")
+        self.bucket = bucket
         self.model = model
         self.processor = processor
         self.max_batch_size = max_batch_size
@@ -41,8 +60,16 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="im2latex-model")
 
+    def to_bucket(self, image: np.ndarray) -> np.ndarray:
+        """A prepared image as it is read: padded up to its bucket (unchanged without buckets)."""
+        if self.bucket is None:
+            return image
+        image_processor = self.processor.image_processor
+        return pad_to_bucket(image, self.bucket, (image_processor.max_height, image_processor.max_width))
+
     def shape_key(self, image: np.ndarray) -> tuple[int, ...]:
-        """The padded shape of an image read alone: images with the same key batch without extra padding."""
+        """The padded shape of a (bucketed) image read alone: images with the same key batch without extra
+        padding."""
         return tuple(self.processor.image_processor.pad([image]).shape)
 
     async def start(self) -> None:
@@ -69,7 +96,7 @@ class Batcher:
         if self._queue is None:
             raise RuntimeError("Batcher.start() was not called")
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put((image, future))
+        await self._queue.put((self.to_bucket(image), future))
         return await future
 
     async def _run(self) -> None:

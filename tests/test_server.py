@@ -13,7 +13,7 @@ import server.batcher
 from modeling.inference import read_formulas
 from server import create_app
 from server.app import compact_or_tokens
-from server.batcher import Batcher
+from server.batcher import Batcher, pad_to_bucket
 
 MAX_UPLOAD = 300_000
 
@@ -56,7 +56,8 @@ def test_predict_round_trip_matches_the_library(client, tiny_model_dir):
     assert set(body) == {"latex", "compact_latex", "score", "truncated", "seconds"}
     model = Im2LatexForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
     processor = AutoProcessor.from_pretrained(tiny_model_dir)
-    (expected,) = read_formulas(model, processor, [processor.image_processor.prepare(data)])
+    bucketed = pad_to_bucket(processor.image_processor.prepare(data), (96, 512), (64, 256))  # the tiny max size
+    (expected,) = read_formulas(model, processor, [bucketed])
     assert body["latex"] == expected.latex and body["latex"].strip()
     assert body["compact_latex"] == compact_or_tokens(expected.latex)
     assert body["score"] == pytest.approx(expected.score, abs=1e-3)
@@ -83,7 +84,7 @@ def test_batcher_batches_same_shape_only(tiny_model, tiny_processor, monkeypatch
     prepare = tiny_processor.image_processor.prepare
     small = [prepare(formula_png((160, 48), text)) for text in ("a", "b + c", "d")]
     large = [prepare(formula_png((240, 90), text)) for text in ("e", "f = g")]
-    batcher = Batcher(tiny_model, tiny_processor, max_batch_size=2)
+    batcher = Batcher(tiny_model, tiny_processor, max_batch_size=2, bucket=None)
 
     async def read_all():
         await batcher.start()
@@ -99,6 +100,29 @@ def test_batcher_batches_same_shape_only(tiny_model, tiny_processor, monkeypatch
         assert len(keys) == 1, f"a batch mixed padded shapes: {batch}"
         assert len(batch) <= 2
     assert sum(len(batch) for batch in batches) == 4
+
+
+def test_buckets_batch_sizes_together_and_read_as_alone(tiny_model, tiny_processor):
+    prepare = tiny_processor.image_processor.prepare
+    sizes = [((160, 48), "a"), ((240, 90), "b = c"), ((90, 30), "d")]
+    images = [prepare(formula_png(size, text)) for size, text in sizes]
+    batcher = Batcher(tiny_model, tiny_processor, bucket=(32, 128))
+    bucketed = [batcher.to_bucket(image) for image in images]
+    for image, padded in zip(images, bucketed, strict=True):
+        assert padded.shape[0] % 32 == 0 or padded.shape[0] == 64, (image.shape, padded.shape)  # 64: the max height
+        assert padded.shape[1] % 128 == 0 or padded.shape[1] == 256
+        assert np.array_equal(padded[: image.shape[0], : image.shape[1]], image) and padded.sum() == image.sum()
+    same = [b for b in bucketed if b.shape == bucketed[0].shape]
+    assert len(same) == 2  # two sizes, one bucket
+    alone = [read_formulas(tiny_model, tiny_processor, [b])[0].latex for b in same]
+    assert [r.latex for r in read_formulas(tiny_model, tiny_processor, same)] == alone
+
+
+def test_pad_to_bucket_stops_at_the_limit():
+    image = np.ones((70, 300), dtype=np.float32)
+    assert pad_to_bucket(image, (96, 512), (192, 1024)).shape == (96, 512)
+    assert pad_to_bucket(image, (96, 512), (80, 400)).shape == (80, 400)
+    assert pad_to_bucket(np.ones((100, 500), dtype=np.float32), (96, 512), (80, 400)).shape == (100, 500)
 
 
 def test_health_docs_and_page(client):
