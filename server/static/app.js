@@ -25,6 +25,9 @@ async function renderPreview() {
   await window.MathJax.startup.promise;
   const node = await window.MathJax.tex2svgPromise(reading.latex, { display: true });
   preview.appendChild(node);
+  // Adds MathJax's stylesheet for the new node (the documented way after tex2svg on one's own element).
+  window.MathJax.startup.document.clear();
+  window.MathJax.startup.document.updateDocument();
 }
 
 function show() {
