@@ -2,8 +2,15 @@
 
 import asyncio
 import io
+import signal
+import socket
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -15,6 +22,7 @@ from server import create_app
 from server.app import compact_or_tokens
 from server.batcher import Batcher, pad_to_bucket
 
+ROOT = Path(__file__).resolve().parents[1]
 MAX_UPLOAD = 300_000
 
 
@@ -202,3 +210,34 @@ def test_a_failing_model_fails_the_request_not_the_server(client, monkeypatch):
     assert post(client, formula_png()).status_code == 500
     monkeypatch.undo()
     assert post(client, formula_png()).status_code == 200
+
+
+def test_serve_py_starts_the_server(tiny_model_dir):
+    """The one command of the README, on a free port: it answers /health and /predict, then stops cleanly."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "serve.py", "--model", str(tiny_model_dir), "--port", str(port), "--bucket", "none"]
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, "serve.py did not come up"
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        assert health.json()["bucket"] is None
+        files = {"image": ("formula.png", formula_png(), "image/png")}
+        assert httpx.post(f"http://127.0.0.1:{port}/predict", files=files, timeout=60).json()["latex"].strip()
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after shutting down
+
+
+def test_serve_py_rejects_a_bad_bucket():
+    done = subprocess.run(
+        [sys.executable, "serve.py", "--bucket", "96by512"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and "HEIGHTxWIDTH" in done.stderr
