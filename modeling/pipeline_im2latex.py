@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from transformers import Pipeline
 
+from .image_processing_im2latex import READING_BUCKET
+
 PIPELINE_TASK = "image-to-text"
 REGISTERED_TASK = "image-to-latex"
 
@@ -20,8 +22,9 @@ class ImageToLatexPipeline(Pipeline):
     """Reads formula images and returns their LaTeX.
 
     Accepts a PIL image, a path, raw bytes, or a list of them. Images of different sizes are batched together
-    (`batch_size=N`), padded by the image processor. Generation options go through `generate_kwargs`, e.g.
-    `pipe(image, generate_kwargs={"num_beams": 4})`, or `max_new_tokens=...`.
+    (`batch_size=N`), padded by the image processor, each up to its reading bucket first, as `read_formulas` does.
+    Generation options go through `generate_kwargs`, e.g. `pipe(image, generate_kwargs={"num_beams": 4})`, or
+    `max_new_tokens=...`.
     """
 
     _load_processor = True
@@ -50,7 +53,8 @@ class ImageToLatexPipeline(Pipeline):
     def _forward(self, model_inputs: dict, generate_kwargs: dict | None = None) -> dict:
         images = model_inputs["image"]
         images = images if isinstance(images, list) else [images]
-        pixel_values = self.processor.image_processor.pad(images).to(device=self.model.device, dtype=self.model.dtype)
+        pixel_values = self.processor.image_processor.pad(images, bucket=READING_BUCKET)
+        pixel_values = pixel_values.to(device=self.model.device, dtype=self.model.dtype)
         sequences = self.model.generate(pixel_values=pixel_values, **(generate_kwargs or {}))
         return {"sequences": sequences}
 

@@ -20,14 +20,6 @@ from modeling.inference import Reading, read_formulas
 logger = logging.getLogger(__name__)
 
 
-def pad_to_bucket(image: np.ndarray, bucket: tuple[int, int], limit: tuple[int, int]) -> np.ndarray:
-    """Pad a prepared (height, width) image with background, bottom and right, up to the next multiple of `bucket`
-    on each side, but not beyond `limit` (the image processor's largest image) unless it already is."""
-    sides = zip(image.shape, bucket, limit, strict=True)
-    target = [max(size, min(-(-size // step) * step, most)) for size, step, most in sides]
-    return np.pad(image, [(0, want - size) for want, size in zip(target, image.shape, strict=True)])
-
-
 class Batcher:
     """Reads prepared images in batches on one worker thread, so the event loop never runs the model.
 
@@ -64,8 +56,7 @@ class Batcher:
         """A prepared image as it is read: padded up to its bucket (unchanged without buckets)."""
         if self.bucket is None:
             return image
-        image_processor = self.processor.image_processor
-        return pad_to_bucket(image, self.bucket, (image_processor.max_height, image_processor.max_width))
+        return self.processor.image_processor.pad_to_bucket(image, self.bucket)
 
     def shape_key(self, image: np.ndarray) -> tuple[int, ...]:
         """The padded shape of a (bucketed) image read alone: images with the same key batch without extra
@@ -117,7 +108,10 @@ class Batcher:
         images = [image for image, _ in chunk]
         try:
             readings = await loop.run_in_executor(
-                self._executor, lambda: read_formulas(self.model, self.processor, images, num_beams=self.num_beams)
+                self._executor,
+                lambda: read_formulas(
+                    self.model, self.processor, images, num_beams=self.num_beams, bucket=self.bucket
+                ),
             )
         except Exception as error:  # a failed batch fails its requests, never the loop
             logger.exception("reading a batch of %d images failed", len(images))

@@ -139,3 +139,21 @@ def test_huge_images_are_refused_before_decoding(processor, tmp_path):
     Image.new("1", (8000, 6000), 1).save(big)
     with pytest.raises(InvalidImageError, match=r"big.png.* 8000x6000 pixels, more than the limit"):
         processor(big)
+
+
+def test_pad_to_bucket_stops_at_the_largest_image_size():
+    image = np.ones((70, 300), dtype=np.float32)
+    assert Im2LatexImageProcessor().pad_to_bucket(image, (96, 512)).shape == (96, 512)
+    small = Im2LatexImageProcessor(max_height=80, max_width=400)
+    assert small.pad_to_bucket(image, (96, 512)).shape == (80, 400)
+    assert small.pad_to_bucket(np.ones((100, 500), dtype=np.float32), (96, 512)).shape == (100, 500)
+
+
+def test_bucketed_padding_reads_the_same_in_any_batch_of_its_bucket():
+    processor = Im2LatexImageProcessor()
+    a, b = np.ones((40, 200), dtype=np.float32), np.ones((90, 480), dtype=np.float32)
+    alone = processor.pad([a], bucket=(96, 512))
+    together = processor.pad([a, b], bucket=(96, 512))
+    assert alone.shape == (1, 1, 96, 512) and together.shape == (2, 1, 96, 512)
+    assert torch.equal(alone[0], together[0])
+    assert processor.pad([a]).shape == (1, 1, 48, 208)  # without a bucket: to the stride only

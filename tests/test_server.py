@@ -20,7 +20,7 @@ import server.batcher
 from modeling.inference import read_formulas
 from server import create_app
 from server.app import compact_or_tokens
-from server.batcher import Batcher, pad_to_bucket
+from server.batcher import Batcher
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_UPLOAD = 300_000
@@ -64,8 +64,7 @@ def test_predict_round_trip_matches_the_library(client, tiny_model_dir):
     assert set(body) == {"latex", "compact_latex", "score", "truncated", "seconds"}
     model = Im2LatexForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
     processor = AutoProcessor.from_pretrained(tiny_model_dir)
-    bucketed = pad_to_bucket(processor.image_processor.prepare(data), (96, 512), (64, 256))  # the tiny max size
-    (expected,) = read_formulas(model, processor, [bucketed])
+    (expected,) = read_formulas(model, processor, [processor.image_processor.prepare(data)])  # the default bucket
     assert body["latex"] == expected.latex and body["latex"].strip()
     assert body["compact_latex"] == compact_or_tokens(expected.latex)
     assert body["score"] == pytest.approx(expected.score, abs=1e-3)
@@ -84,9 +83,9 @@ def test_concurrent_requests_all_succeed_and_read_as_alone(client):
 def test_batcher_batches_same_shape_only(tiny_model, tiny_processor, monkeypatch):
     batches = []
 
-    def recording_read(model, processor, images, num_beams=None):
+    def recording_read(model, processor, images, num_beams=None, bucket=None):
         batches.append([image.shape for image in images])
-        return read_formulas(model, processor, images, num_beams=num_beams)
+        return read_formulas(model, processor, images, num_beams=num_beams, bucket=bucket)
 
     monkeypatch.setattr(server.batcher, "read_formulas", recording_read)
     prepare = tiny_processor.image_processor.prepare
@@ -124,13 +123,6 @@ def test_buckets_batch_sizes_together_and_read_as_alone(tiny_model, tiny_process
     assert len(same) == 2  # two sizes, one bucket
     alone = [read_formulas(tiny_model, tiny_processor, [b])[0].latex for b in same]
     assert [r.latex for r in read_formulas(tiny_model, tiny_processor, same)] == alone
-
-
-def test_pad_to_bucket_stops_at_the_limit():
-    image = np.ones((70, 300), dtype=np.float32)
-    assert pad_to_bucket(image, (96, 512), (192, 1024)).shape == (96, 512)
-    assert pad_to_bucket(image, (96, 512), (80, 400)).shape == (80, 400)
-    assert pad_to_bucket(np.ones((100, 500), dtype=np.float32), (96, 512), (80, 400)).shape == (100, 500)
 
 
 def test_health_docs_and_page(client):
