@@ -18,7 +18,8 @@ from pathlib import Path
 from tqdm import tqdm
 from transformers import AutoProcessor
 
-from modeling import Im2LatexForConditionalGeneration, to_compact
+from modeling import Im2LatexForConditionalGeneration
+from modeling.compact import compact_or_tokens
 from modeling.inference import read_formulas
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "im2latex-base"
@@ -49,7 +50,8 @@ def main() -> int:
         "--style",
         choices=("tokens", "compact"),
         default="tokens",
-        help="tokens: the model's form (\\frac { a } { b }); compact: as people write it (\\frac{a}{b}), same image",
+        help="tokens: the model's form (\\frac { a } { b }); compact: as people write it (\\frac{a}{b}), same image "
+        "(an unfinished reading with unbalanced braces stays in the token form)",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -91,7 +93,7 @@ def main() -> int:
             bar.update(len(chunk))
 
     for name, (reading, seconds) in zip(names, results, strict=True):
-        latex = to_compact(reading.latex) if args.style == "compact" else reading.latex
+        latex = compact_or_tokens(reading.latex) if args.style == "compact" else reading.latex
         if args.format == "json":
             record = {
                 "image": name,

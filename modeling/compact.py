@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["spell_text_mode", "to_compact"]
+__all__ = ["compact_or_tokens", "spell_text_mode", "to_compact"]
 
 _TOKEN_RE = re.compile(r"\\(?:begin|end)\s*\{\s*[A-Za-z]+\*?\s*\}|\\[A-Za-z]+\*?|\\.|\\$|%[^\n]*|\s+|.", re.S)
 _CONTROL_WORD_END = re.compile(r"\\[A-Za-z]+$")
@@ -316,3 +316,12 @@ def to_compact(latex: str) -> str:
             pieces.append(" ")
         pieces.append(token)
     return "".join(pieces)
+
+
+def compact_or_tokens(latex: str) -> str:
+    """The compact form, or the token form itself when the output cannot be compacted (unbalanced braces: an
+    unfinished reading can end mid-group)."""
+    try:
+        return to_compact(latex)
+    except ValueError:
+        return latex

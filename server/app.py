@@ -18,7 +18,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from transformers import AutoProcessor
 
-from modeling import Im2LatexForConditionalGeneration, InvalidImageError, to_compact
+from modeling import Im2LatexForConditionalGeneration, InvalidImageError
+from modeling.compact import compact_or_tokens
 
 from .batcher import Batcher
 
@@ -36,15 +37,6 @@ class Prediction(BaseModel):
     score: float  # mean log-probability of the tokens; low means doubtful
     truncated: bool  # generation hit the length limit instead of ending (often a looping output)
     seconds: float  # time spent on this request in the server, queueing included
-
-
-def compact_or_tokens(latex: str) -> str:
-    """The compact form, or the token form itself when the output cannot be compacted (unbalanced braces: an
-    unfinished reading can end mid-group)."""
-    try:
-        return to_compact(latex)
-    except ValueError:
-        return latex
 
 
 def find_mathjax() -> Path | None:

@@ -1,9 +1,11 @@
 """Shared fixtures: tiny random-init models and tokenizers built in a second, offline, on CPU."""
 
+import io
 import os
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageDraw
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -91,3 +93,14 @@ def tiny_model_dir(tmp_path_factory, tiny_processor) -> Path:
     model.save_pretrained(folder)
     tiny_processor.save_pretrained(folder)
     return folder
+
+
+def formula_png(size: tuple[int, int] = (160, 48), text: str = "x^2 + y") -> bytes:
+    """A PNG of typed text and a slanted stroke: enough ink for the processor and a tiny model."""
+    image = Image.new("L", size, 255)
+    draw = ImageDraw.Draw(image)
+    draw.text((6, size[1] // 3), text, fill=0)
+    draw.line((4, size[1] - 6, size[0] - 4, size[1] - 12), fill=0, width=2)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from modeling.compact import _SCRIPT_SYMBOLS, to_compact
+from modeling.compact import _SCRIPT_SYMBOLS, compact_or_tokens, to_compact
 
 CASES = [
     # math-mode spaces go; digits and letters join
@@ -169,3 +169,8 @@ def test_compact_renders_pixel_identical_on_traps() -> None:
     rendered, mismatches = _render_pairs(traps)
     assert rendered >= len(traps) - 5, rendered  # a few trap lines (\textrm in \emph ...) may not compile
     assert mismatches == []
+
+
+def test_compact_or_tokens_falls_back_on_an_unfinished_reading() -> None:
+    assert compact_or_tokens("x ^ { 2 }") == "x^2"
+    assert compact_or_tokens("\\frac { a } {") == "\\frac { a } {"  # unbalanced: the token form, no error

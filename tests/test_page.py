@@ -2,7 +2,6 @@
 with a tiny model. Skipped (with the reason) where chromium or Playwright is missing; CI installs both."""
 
 import base64
-import io
 import socket
 import threading
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from PIL import Image, ImageDraw
+from conftest import formula_png
 
 from server import create_app
 from server.app import find_mathjax
@@ -27,16 +26,6 @@ PASTE = """async (encoded) => {
   clipboard.items.add(new File([bytes], "pasted.png", { type: "image/png" }));
   document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: clipboard, bubbles: true, cancelable: true }));
 }"""
-
-
-def formula_png(text: str, size: tuple[int, int]) -> bytes:
-    image = Image.new("L", size, 255)
-    draw = ImageDraw.Draw(image)
-    draw.text((6, size[1] // 3), text, fill=0)
-    draw.line((4, size[1] - 6, size[0] - 4, size[1] - 10), fill=0, width=2)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +80,7 @@ def read_back(page, previous: str = "") -> str:
 
 
 def test_upload_shows_the_latex_a_preview_and_copies(page, base_url, tmp_path):
-    data = formula_png("x^2 + y", (180, 50))
+    data = formula_png((180, 50), "x^2 + y")
     (tmp_path / "formula.png").write_bytes(data)
     expected = api_reading(base_url, data)
     page.set_input_files("#file", str(tmp_path / "formula.png"))
@@ -109,7 +98,7 @@ def test_upload_shows_the_latex_a_preview_and_copies(page, base_url, tmp_path):
 
 
 def test_paste_shows_the_latex(page, base_url):
-    first, second = formula_png("a / b", (150, 60)), formula_png("n! = 1", (260, 80))
+    first, second = formula_png((150, 60), "a / b"), formula_png((260, 80), "n! = 1")
     page.evaluate(PASTE, base64.b64encode(first).decode())
     shown = read_back(page)
     assert shown == api_reading(base_url, first)["compact_latex"]

@@ -13,27 +13,18 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from conftest import formula_png
 from fastapi.testclient import TestClient
-from PIL import Image, ImageDraw
+from PIL import Image
 
 import server.batcher
+from modeling.compact import compact_or_tokens
 from modeling.inference import read_formulas
 from server import create_app
-from server.app import compact_or_tokens
 from server.batcher import Batcher
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_UPLOAD = 300_000
-
-
-def formula_png(size: tuple[int, int] = (160, 48), text: str = "x^2 + y") -> bytes:
-    image = Image.new("L", size, 255)
-    draw = ImageDraw.Draw(image)
-    draw.text((6, size[1] // 3), text, fill=0)
-    draw.line((4, size[1] - 6, size[0] - 4, size[1] - 12), fill=0, width=2)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
