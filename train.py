@@ -208,6 +208,8 @@ def main() -> None:
         if last is not None:
             logger.info("resuming from %s", last)
         result = trainer.train(resume_from_checkpoint=last)
+        # The Trainer turns the KV cache off for training (`TrainingArguments.use_cache`); reading wants it on.
+        trainer.model.config.use_cache = True
         trainer.save_model()  # the best model when load_best_model_at_end, with processor and generation config
         trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)

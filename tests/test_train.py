@@ -120,8 +120,10 @@ def test_gradient_accumulation_does_not_scale_the_loss(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     state = json.loads((output / "trainer_state.json").read_text())
     (_, loss), *_ = train_losses(state)
-    vocab = json.loads((output / "config.json").read_text())["decoder"]["vocab_size"]
+    config = json.loads((output / "config.json").read_text())
+    vocab = config["decoder"]["vocab_size"]
     assert 0.7 * math.log(vocab) < loss < 1.3 * math.log(vocab)  # random init: about ln(vocab) per token
+    assert config.get("use_cache", True)  # the Trainer turns it off for training; the saved model reads with it
 
 
 def parse_train_args(*argv: str):
