@@ -3,8 +3,11 @@
     python -m bench.server_load --dataset ../build/eval-data/data              # starts serve.py on a free port
     python -m bench.server_load --url http://127.0.0.1:8000 --dataset examples --requests 200 --concurrency 50
 
-Without `--url` it starts `serve.py` (the shipped model unless `--model`; `--num-beams` is passed on) and stops it at
-the end. Every request must succeed: the exit status is 1 otherwise.
+    python -m bench.server_load --dataset examples --bucket none --max-batch-size 16   # other options go to serve.py
+
+Without `--url` it starts `serve.py` (the shipped model unless `--model`; `--num-beams`, `--threads` and any option
+this script does not know, such as `--bucket` or `--max-batch-size`, are passed on) and stops it at the end. Every
+request must succeed: the exit status is 1 otherwise.
 """
 
 import argparse
@@ -47,8 +50,11 @@ async def load(url: str, images: list[bytes], requests: int, concurrency: int) -
         return latencies, failures, time.perf_counter() - began
 
 
-def start_server(model: str | None, num_beams: int | None, threads: int | None) -> tuple[subprocess.Popen, str]:
-    """serve.py on a free local port; returns the process and its URL once /health answers."""
+def start_server(
+    model: str | None, num_beams: int | None, threads: int | None, serve_args: list[str]
+) -> tuple[subprocess.Popen, str]:
+    """serve.py (with `serve_args` added) on a free local port; returns the process and its URL once /health
+    answers."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -56,6 +62,7 @@ def start_server(model: str | None, num_beams: int | None, threads: int | None) 
     for flag, value in (("--model", model), ("--num-beams", num_beams), ("--threads", threads)):
         if value is not None:
             command += [flag, str(value)]
+    command += serve_args
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -80,10 +87,12 @@ def main() -> int:
     parser.add_argument("--num-beams", type=int, default=None, help="for the started server")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the started server")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args, serve_args = parser.parse_known_args()
+    if serve_args and args.url:
+        parser.error(f"options for serve.py need a server this script starts, not --url: {serve_args}")
 
     images = [data for data, _ in sample_images(args.dataset, args.images, args.seed)]
-    process, url = (None, args.url) if args.url else start_server(args.model, args.num_beams, args.threads)
+    process, url = (None, args.url) if args.url else start_server(args.model, args.num_beams, args.threads, serve_args)
     try:
         health = httpx.get(f"{url}/health", timeout=30).json()
         print(f"{url}: model {health['model']}, {health['num_beams']} beam(s); {len(images)} distinct images")
