@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import uvicorn
 
+from modeling.image_processing_im2latex import READING_BUCKET
 from server import create_app
 from server.app import DEFAULT_MAX_UPLOAD_BYTES
 
@@ -40,7 +41,7 @@ def main() -> None:
     parser.add_argument(
         "--bucket",
         type=bucket_size,
-        default=(96, 512),
+        default=READING_BUCKET,
         help="pad images up to multiples of HEIGHTxWIDTH so that sizes batch together (default 96x512; none: off)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, the cores)")

@@ -23,6 +23,7 @@ from transformers import AutoProcessor, PreTrainedModel, ProcessorMixin
 from bench.formula_images import sample_images
 from data.metrics import compute_formula_metrics
 from modeling import Im2LatexForConditionalGeneration
+from modeling.image_processing_im2latex import READING_BUCKET
 from modeling.inference import Reading, read_formulas
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "im2latex-base"
@@ -43,7 +44,7 @@ def read_batched(
     """Greedy readings in batches: sorted by size, or (with a bucket) only of images of one bucket."""
     groups = defaultdict(list)
     for index in sorted(range(len(prepared)), key=lambda i: prepared[i].shape):
-        key = processor.image_processor.pad_to_bucket(prepared[index], bucket).shape if bucket else None
+        key = processor.image_processor.padded_shape([prepared[index].shape], bucket) if bucket else None
         groups[key].append(index)
     readings = [None] * len(prepared)
     for group in groups.values():
@@ -63,7 +64,7 @@ def main() -> None:
     parser.add_argument("--num-beams", type=int, default=4, help="beams of the beam-search run")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
-        "--bucket", type=lambda text: tuple(int(side) for side in text.split("x")), default=(96, 512), help="HxW"
+        "--bucket", type=lambda text: tuple(int(side) for side in text.split("x")), default=READING_BUCKET, help="HxW"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)

@@ -20,6 +20,7 @@ from transformers import AutoProcessor
 
 from modeling import Im2LatexForConditionalGeneration, InvalidImageError
 from modeling.compact import compact_or_tokens
+from modeling.image_processing_im2latex import READING_BUCKET
 
 from .batcher import Batcher
 
@@ -90,7 +91,7 @@ def create_app(
     max_batch_size: int = 8,
     max_pixels: int | None = None,
     mathjax_dir: Path | None = None,
-    bucket: tuple[int, int] | None = (96, 512),
+    bucket: tuple[int, int] | None = READING_BUCKET,
 ) -> FastAPI:
     """Build the app around a saved model folder (loaded here, once).
 

@@ -1,10 +1,11 @@
 """Batch concurrent requests: images that pad to the same shape are read together, one batch at a time.
 
 Padding changes what the encoder sees (it has no padding mask), so an image batched with larger ones could read
-differently than alone. Each image is first padded up to a fixed bucket (a multiple of `bucket`, 96x512 by default),
-and a batch holds only images of one bucket: a batch holds exactly the pixels each image would have alone, so an
-image's reading does not depend on which requests arrived with it. Buckets also let images of different sizes share
-a batch; and the shipped model, trained on padded batches, reads padded images better (bench/predict_latency.py).
+differently than alone. Each image is padded up to a fixed bucket (a multiple of `bucket`, by default
+`READING_BUCKET`), and a batch holds only images of one bucket: a batch holds exactly the pixels each image would
+have alone, so an image's reading does not depend on which requests arrived with it. Buckets also let images of
+different sizes share a batch; and the shipped model, trained on padded batches, reads padded images better
+(bench/predict_latency.py).
 """
 
 import asyncio
@@ -15,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from transformers import PreTrainedModel, ProcessorMixin
 
+from modeling.image_processing_im2latex import READING_BUCKET
 from modeling.inference import Reading, read_formulas
 
 logger = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ class Batcher:
         processor: ProcessorMixin,
         max_batch_size: int = 8,
         num_beams: int | None = None,
-        bucket: tuple[int, int] | None = (96, 512),
+        bucket: tuple[int, int] | None = READING_BUCKET,
     ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
@@ -52,16 +54,9 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="im2latex-model")
 
-    def to_bucket(self, image: np.ndarray) -> np.ndarray:
-        """A prepared image as it is read: padded up to its bucket (unchanged without buckets)."""
-        if self.bucket is None:
-            return image
-        return self.processor.image_processor.pad_to_bucket(image, self.bucket)
-
-    def shape_key(self, image: np.ndarray) -> tuple[int, ...]:
-        """The padded shape of a (bucketed) image read alone: images with the same key batch without extra
-        padding."""
-        return tuple(self.processor.image_processor.pad([image]).shape)
+    def shape_key(self, image: np.ndarray) -> tuple[int, int]:
+        """The padded shape of an image read alone: images with the same key batch without extra padding."""
+        return self.processor.image_processor.padded_shape([image.shape], self.bucket)
 
     async def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -87,7 +82,7 @@ class Batcher:
         if self._queue is None:
             raise RuntimeError("Batcher.start() was not called")
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put((self.to_bucket(image), future))
+        await self._queue.put((image, future))
         return await future
 
     async def _run(self) -> None:

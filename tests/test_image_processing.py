@@ -141,12 +141,11 @@ def test_huge_images_are_refused_before_decoding(processor, tmp_path):
         processor(big)
 
 
-def test_pad_to_bucket_stops_at_the_largest_image_size():
-    image = np.ones((70, 300), dtype=np.float32)
-    assert Im2LatexImageProcessor().pad_to_bucket(image, (96, 512)).shape == (96, 512)
+def test_bucket_stops_at_the_largest_image_size():
+    assert Im2LatexImageProcessor().padded_shape([(70, 300)], (96, 512)) == (96, 512)
     small = Im2LatexImageProcessor(max_height=80, max_width=400)
-    assert small.pad_to_bucket(image, (96, 512)).shape == (80, 400)
-    assert small.pad_to_bucket(np.ones((100, 500), dtype=np.float32), (96, 512)).shape == (100, 500)
+    assert small.padded_shape([(70, 300)], (96, 512)) == (80, 400)
+    assert small.padded_shape([(100, 500)], (96, 512)) == (112, 512)  # already past the limit: to the stride only
 
 
 def test_bucketed_padding_reads_the_same_in_any_batch_of_its_bucket():
