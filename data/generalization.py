@@ -31,10 +31,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
-from datasets import Dataset
 from PIL import Image
 
-from .prepare import BENCHMARK_LISTS, FEATURES, TRAIN_MIX, canonical_formulas, read_lines, squash
+from .prepare import BENCHMARK_LISTS, TRAIN_MIX, canonical_formulas, read_lines, squash, write_shard
 from .render import RenderStyle, render
 
 logger = logging.getLogger(__name__)
@@ -100,8 +99,9 @@ def generalization_formulas(root: Path, exclude: set[str], count: int, seed: int
         for formula in pool:
             if len(chosen) >= count or wanted == 0:
                 break
-            if squash(formula) not in seen:
-                seen.add(squash(formula))
+            key = squash(formula)
+            if key not in seen:
+                seen.add(key)
                 chosen.append((formula, source))
                 wanted -= 1
     rng.shuffle(chosen)
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     looks: Counter = Counter()
     for index, ((formula, source), result) in enumerate(zip(formulas, results, strict=True)):
         if result.image is None:
-            looks["skipped (TeX error)"] += 1
+            looks[f"skipped ({result.skip_reason})"] += 1
             continue
         kind = DEGRADATIONS[index % len(DEGRADATIONS)]
         data, file_format = degrade(result.image, kind, np.random.default_rng([args.seed, index]))
@@ -155,8 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         rows["style"].append(json.dumps(style))
     folder = args.output / "data"
     folder.mkdir(parents=True, exist_ok=True)
-    table = Dataset.from_dict(rows, features=FEATURES).data.table
-    pq.write_table(table, str(folder / "test-00000-of-00001.parquet"), compression="zstd")
+    write_shard(rows, folder / "test-00000-of-00001.parquet")
     summary = {"images": len(rows["image"]), "sources": Counter(rows["source"]), "looks": dict(sorted(looks.items()))}
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2))
     logger.info("wrote %d images to %s: %s", len(rows["image"]), folder, summary)

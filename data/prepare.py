@@ -154,30 +154,28 @@ def write_split(
         for (formula, source), result in zip(part, results, strict=True):
             if result.image is None:
                 example = f"{formula[:80]!r}: {(result.error or '')[:160]}"
-                skipped.setdefault(_skip_reason(result.error), {"count": 0, "example": example})["count"] += 1
+                skipped.setdefault(result.skip_reason, {"count": 0, "example": example})["count"] += 1
                 continue
             rows["image"].append({"bytes": encode_image(result.image, image_format), "path": None})
             rows["formula"].append(formula)
             rows["source"].append(source)
             rows["style"].append(json.dumps(asdict(result.style)))
-        # pyarrow directly, because `Dataset.to_parquet` fixes snappy. zstd (level 19) on every column, the image
-        # bytes included: each G4 image repeats the same TIFF header, and 2,000 training rows shrank from 497 to
-        # 389 bytes each. The table's schema carries the features, so `load_dataset` decodes the image column.
-        table = Dataset.from_dict(rows, features=FEATURES).data.table
-        path = folder / f"{name}-{shard:05d}-of-{shards:05d}.parquet"
-        pq.write_table(table, str(path), compression="zstd", compression_level=19)
+        write_shard(rows, folder / f"{name}-{shard:05d}-of-{shards:05d}.parquet")
         written += len(rows["image"])
     for reason, entry in skipped.items():
         logger.warning("%s: %d skipped (%s), e.g. %s", name, entry["count"], reason, entry["example"])
     return written, skipped
 
 
-def _skip_reason(error: str | None) -> str:
-    """A short name for why a formula has no image (`data.render` error messages)."""
-    for reason in ("empty", "too long", "forbidden", "renders no ink", "timed out"):
-        if reason in (error or ""):
-            return reason
-    return "TeX error"
+def write_shard(rows: dict[str, list], path: Path) -> None:
+    """Write columns (`FEATURES`) as one parquet shard that `datasets.load_dataset` reads, images decoded.
+
+    pyarrow directly, because `Dataset.to_parquet` fixes snappy. zstd (level 19) on every column, the image bytes
+    included: each G4 image repeats the same TIFF header, and 2,000 training rows shrank from 497 to 389 bytes each.
+    The table's schema carries the features, so `load_dataset` decodes the image column.
+    """
+    table = Dataset.from_dict(rows, features=FEATURES).data.table
+    pq.write_table(table, str(path), compression="zstd", compression_level=19)
 
 
 def main(argv: list[str] | None = None) -> None:

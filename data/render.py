@@ -178,6 +178,16 @@ class RenderResult:
     style: RenderStyle
     refused: bool = False
 
+    @property
+    def skip_reason(self) -> str | None:
+        """A short name for why there is no image (from this module's messages), None when there is one."""
+        if self.image is not None:
+            return None
+        for reason in ("empty", "too long", "forbidden", "renders no ink", "timed out"):
+            if reason in (self.error or ""):
+                return reason
+        return "TeX error"
+
 
 def check_formula(formula: str) -> str | None:
     """Return why ``formula`` must not reach TeX (``None`` if it may): empty, too long, or a forbidden primitive."""

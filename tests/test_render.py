@@ -144,3 +144,9 @@ def test_token_form_text_is_typeset_as_words() -> None:
     )
     assert token_form.image.tobytes() == raw.image.tobytes()
     assert spaced.image.width > raw.image.width + 10
+
+
+def test_skip_reasons_name_why_there_is_no_image() -> None:
+    formulas = ["", "x" * 5000, "\\input{/etc/passwd}", "\\nosuchmacro", "\\Large", "x"]
+    reasons = [r.skip_reason for r in render(formulas, "deng", workers=1, progress=False)]
+    assert reasons == ["empty", "too long", "forbidden", "TeX error", "renders no ink", None]
