@@ -81,19 +81,19 @@ _MATH_VERSIONS = {
 _SECONDS_PER_FORMULA = 0.1  # added to the base timeout of a run, so that bisecting a hang gets cheaper
 _COMMENT = re.compile(r"(?<!\\)%[^\n]*")
 _ERROR_LINE = re.compile(r"^l\.(\d+) ", re.M)
+_UNITS = ("pt", "cm", "mm", "in", "em", "ex", "mu", "bp", "pc", "dd", "cc", "sp")
+_UNIT = "|".join(_UNITS)
+_SPACED_UNIT = "|".join(f"{unit[0]}\\s*{unit[1]}" for unit in _UNITS)
 # A dimension spelled out in canonical tokens ("- . 1 8 e m", "1 c m") must be joined for TeX to read it.
+_SPACED_DIMENSION = re.compile(
+    rf"(?<![\\a-zA-Z])(\d[\d\s]*(?:\.[\d\s]*)?|\.\s*\d[\d\s]*)({_SPACED_UNIT})(?![a-zA-Z])"
+)
 # TeX's prime looks at the very next token for more primes or a superscript: "f ' '" must become "f''".
 _PRIME_SPACE = re.compile(r"'\s+")
 # After ``\\`` and a space, amsmath's environments read ``[`` as content, but LaTeX's ``array`` takes it for the
 # optional skip (and TeX loops on ``\\ [ a , b ]``, a time-out each); ``\relax`` makes it content everywhere.
 # A real skip (``\\ [ 2pt ]``, joined by then) keeps its meaning.
-_ROW_END_BRACKET = re.compile(
-    r"\\\\\s+\[(?!\s*[-+]?\s*(?:\d+\.?\d*|\.\d+)\s*(?:pt|em|ex|mm|cm|in|bp|pc|dd|cc|sp|mu)\s*\])"
-)
-_SPACED_DIMENSION = re.compile(
-    r"(?<![\\a-zA-Z])(\d[\d\s]*(?:\.[\d\s]*)?|\.\s*\d[\d\s]*)"
-    r"(p\s*t|c\s*m|m\s*m|i\s*n|e\s*m|e\s*x|m\s*u|b\s*p|p\s*c|d\s*d|c\s*c|s\s*p)(?![a-zA-Z])"
-)
+_ROW_END_BRACKET = re.compile(rf"\\\\\s+\[(?!\s*[-+]?\s*(?:\d+\.?\d*|\.\d+)\s*(?:{_UNIT})\s*\])")
 
 
 @dataclass(frozen=True)
