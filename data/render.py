@@ -85,9 +85,7 @@ _UNITS = ("pt", "cm", "mm", "in", "em", "ex", "mu", "bp", "pc", "dd", "cc", "sp"
 _UNIT = "|".join(_UNITS)
 _SPACED_UNIT = "|".join(f"{unit[0]}\\s*{unit[1]}" for unit in _UNITS)
 # A dimension spelled out in canonical tokens ("- . 1 8 e m", "1 c m") must be joined for TeX to read it.
-_SPACED_DIMENSION = re.compile(
-    rf"(?<![\\a-zA-Z])(\d[\d\s]*(?:\.[\d\s]*)?|\.\s*\d[\d\s]*)({_SPACED_UNIT})(?![a-zA-Z])"
-)
+_SPACED_DIMENSION = re.compile(rf"(?<![\\a-zA-Z])(\d[\d\s]*(?:\.[\d\s]*)?|\.\s*\d[\d\s]*)({_SPACED_UNIT})(?![a-zA-Z])")
 # TeX's prime looks at the very next token for more primes or a superscript: "f ' '" must become "f''".
 _PRIME_SPACE = re.compile(r"'\s+")
 # After ``\\`` and a space, amsmath's environments read ``[`` as content, but LaTeX's ``array`` takes it for the
