@@ -97,8 +97,8 @@ def image_source(image):
 
 def by_size(dataset: datasets.Dataset) -> list[int]:
     """Example indices ordered by image width, then height (read from the file headers). A batch of similar images
-    pads less and its formulas end at similar lengths, and since the encoder has no padding mask, less padding
-    also keeps a batched reading closer to a one-by-one reading."""
+    mostly shares one reading bucket, so it pads no further than each image alone, and its formulas end at similar
+    lengths."""
 
     def size(image) -> tuple[int, int]:
         source = image_source(image)
@@ -141,8 +141,8 @@ def predict(model, processor, dataset: datasets.Dataset, args: argparse.Namespac
 
 
 def compiles(predictions: list[str]) -> list[bool]:
-    """Whether each prediction renders with pdflatex (the Deng et al. look); needs TeX and `data.render`."""
-    from data.render import render
+    """Whether each prediction renders with pdflatex (the Deng et al. look)."""
+    from data.render import render  # here: only this option needs TeX and PyMuPDF (requirements-data.txt)
 
     return [result.image is not None for result in render(predictions, style="deng")]
 

@@ -4,7 +4,7 @@ columns, as `data.prepare` writes) or from a folder of image files."""
 import random
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
+from predict import IMAGE_SUFFIXES
 
 
 def sample_images(folder: Path, count: int, seed: int = 0, split: str = "test") -> list[tuple[bytes, str | None]]:
