@@ -197,7 +197,7 @@ def main() -> None:
         args=training_args,
         train_dataset=train_ds if training_args.do_train else None,
         eval_dataset=eval_ds if training_args.do_eval or training_args.eval_strategy != "no" else None,
-        data_collator=FormulaCollator(processor.image_processor),
+        data_collator=FormulaCollator(processor.image_processor, model=model),
         processing_class=processor,
         compute_metrics=build_compute_metrics(tokenizer) if training_args.predict_with_generate else None,
     )

@@ -15,9 +15,13 @@ class FormulaCollator:
 
     Args:
         image_processor: the model's `Im2LatexImageProcessor` (model-agnostic here: anything with `pad`).
+        model: when given, the batch also holds `decoder_input_ids`, the labels shifted right by the model's
+            `prepare_decoder_input_ids_from_labels` (as `transformers.DataCollatorForSeq2Seq` does). The Trainer
+            needs them for label smoothing, where it computes the loss itself and passes the model no labels.
     """
 
     image_processor: Any
+    model: Any = None
     label_pad_id: int = -100
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -30,4 +34,6 @@ class FormulaCollator:
             for row, feature in enumerate(features):
                 labels[row, : len(feature["labels"])] = torch.as_tensor(feature["labels"], dtype=torch.long)
             batch["labels"] = labels
+            if self.model is not None:
+                batch["decoder_input_ids"] = self.model.prepare_decoder_input_ids_from_labels(labels=labels)
         return batch

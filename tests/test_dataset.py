@@ -211,6 +211,22 @@ def test_collator_masks_labels_where_each_formula_ended(tiny_processor, fixture_
     assert width >= max(p.shape[1] for p in processed["pixel_values"])
 
 
+def test_collator_with_model_adds_decoder_inputs(tiny_processor, tiny_model):
+    """Given the model, the batch holds the labels shifted right, as the model itself would build them: the Trainer
+    needs them with label smoothing, where it keeps the labels from the model."""
+    features = [
+        {"pixel_values": np.ones((20, 30), dtype=np.float32), "labels": [5, 6, 7, 2]},
+        {"pixel_values": np.ones((20, 40), dtype=np.float32), "labels": [8, 2]},
+    ]
+    out = FormulaCollator(tiny_processor.image_processor, model=tiny_model)(features)
+    start, pad = tiny_model.config.decoder_start_token_id, tiny_model.config.pad_token_id
+    assert out["decoder_input_ids"].tolist() == [[start, 5, 6, 7], [start, 8, 2, pad]]
+    with torch.no_grad():
+        shifted = tiny_model(pixel_values=out["pixel_values"], decoder_input_ids=out["decoder_input_ids"]).logits
+        own = tiny_model(pixel_values=out["pixel_values"], labels=out["labels"]).logits
+    torch.testing.assert_close(shifted, own)
+
+
 def test_collator_without_labels_and_empty(tiny_processor):
     collate = FormulaCollator(tiny_processor.image_processor)
     out = collate([{"pixel_values": np.ones((33, 17), dtype=np.float32)}])

@@ -95,6 +95,17 @@ def test_train_loss_is_the_mean_token_loss(trained):
     assert all(0.5 * eval_loss < loss < 1.5 * eval_loss for _, loss in train_losses(state))
 
 
+def test_label_smoothing_trains(tmp_path):
+    """With label smoothing the Trainer computes the loss from the logits and passes the model no labels, so the
+    collator supplies the decoder inputs (without them the model raises)."""
+    output = tmp_path / "smoothed"
+    args = ("--output_dir", str(output), "--max_steps", "3", *SHORT, *QUICK_EVAL, "--label_smoothing_factor", "0.2")
+    done = run_train("configs/tiny.json", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert all(math.isfinite(loss) for _, loss in train_losses(state))
+
+
 def test_resume_from_last_checkpoint(trained, tmp_path):
     original, _ = trained
     output = tmp_path / "tiny"
