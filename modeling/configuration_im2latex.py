@@ -7,6 +7,7 @@ from transformers import (
     TrOCRConfig,
     VisionEncoderDecoderConfig,
 )
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 # Tokens every output may have on top of its ink-width bound (see `make_config`'s `max_tokens_per_column`).
 EXTRA_TOKENS = 16
@@ -67,8 +68,11 @@ class Im2LatexEncoderConfig(PretrainedConfig):
 
 
 # The encoder type must be known to AutoConfig before a VisionEncoderDecoderConfig holding it can be built, also when
-# this file runs as remote code in a process that never imported the `modeling` package.
-AutoConfig.register(Im2LatexEncoderConfig.model_type, Im2LatexEncoderConfig, exist_ok=True)
+# this file runs as remote code in a process that never imported the `modeling` package. The first registration
+# stays: a remote-code copy of this file, loaded later in the same process (`trust_remote_code=True`), must not swap
+# the class that AutoConfig gives for the one the process already uses.
+if Im2LatexEncoderConfig.model_type not in CONFIG_MAPPING:
+    AutoConfig.register(Im2LatexEncoderConfig.model_type, Im2LatexEncoderConfig)
 
 
 class Im2LatexConfig(VisionEncoderDecoderConfig):
