@@ -6,8 +6,10 @@
 
 Writes OUTPUT/metrics.json (the metrics, speed and run details) and OUTPUT/predictions.jsonl (one
 `{"image", "reference", "prediction", "truncated"}` per example) and prints the metrics. `--check-compiles` renders
-every prediction with pdflatex and adds `compile_fraction` (and a `compiles` field per prediction). Exits with 1
-when `--min-bleu` is not met, with 2 on a bad argument.
+every prediction with pdflatex and adds `compile_fraction` (and a `compiles` field per prediction). `--group-by FIELD`
+also scores each value of FIELD apart (`metrics.json`'s `by`, and a table): a dataset column such as `source`, or
+`COLUMN.KEY` for a key of a column of JSON objects, such as `style.dpi` or `style.degradation` in the sets that
+`data.prepare` and `data.generalization` write. Exits with 1 when `--min-bleu` is not met, with 2 on a bad argument.
 
 This script's name is also the name of the `evaluate` library; `data.metrics` imports the library in a way that skips
 this file (see `data.metrics._import_evaluate_library`), so import the library from there, never directly here.
@@ -20,6 +22,7 @@ import logging
 import re
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import datasets
@@ -111,11 +114,55 @@ def by_size(dataset: datasets.Dataset) -> list[int]:
     return sorted(range(len(dataset)), key=lambda index: size(dataset[index]["image"]))
 
 
-def predict(model, processor, dataset: datasets.Dataset, args: argparse.Namespace) -> list[dict]:
+def group_values(dataset: datasets.Dataset, field: str) -> list[str]:
+    """Each example's value of `field`: a column, or `COLUMN.KEY`, a key of a column holding JSON objects."""
+    column, _, key = field.partition(".")
+    if column not in dataset.column_names:
+        raise UsageError(f"--group-by {field}: the dataset has no column {column!r}; it has {dataset.column_names}")
+    values = dataset[column]
+    if not key:
+        return [str(value) for value in values]
+    keyed = []
+    for value in values:
+        try:
+            fields = json.loads(value)
+        except (TypeError, json.JSONDecodeError):
+            raise UsageError(f"--group-by {field}: column {column!r} holds {value!r}, not a JSON object") from None
+        if not isinstance(fields, dict) or key not in fields:
+            raise UsageError(f"--group-by {field}: {value!r} in column {column!r} has no key {key!r}")
+        keyed.append(str(fields[key]))
+    return keyed
+
+
+def natural(value: str) -> tuple:
+    """Sort key: numbers by value (90 before 280), then text."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def score(records: list[dict]) -> dict[str, float]:
+    """The formula metrics and the share of outputs that hit the length limit (a prediction without an end token)."""
+    metrics = compute_formula_metrics([r["prediction"] for r in records], [r["reference"] for r in records])
+    return {**metrics, "truncated_fraction": sum(r["truncated"] for r in records) / len(records)}
+
+
+def score_groups(records: list[dict], field: str) -> dict[str, dict]:
+    """`score` for each value of `field` (the records carry it), with the number of examples."""
+    groups = defaultdict(list)
+    for record in records:
+        groups[record[field]].append(record)
+    return {
+        value: {**score(groups[value]), "num_samples": len(groups[value])} for value in sorted(groups, key=natural)
+    }
+
+
+def predict(model, processor, dataset: datasets.Dataset, args: argparse.Namespace) -> dict[int, dict]:
     """Read every image in batches of similar sizes; unreadable ones are reported and skipped.
 
     Returns:
-        One `{"image", "reference", "prediction", "truncated"}` per readable example, in the dataset's order.
+        `{"image", "reference", "prediction", "truncated"}` for each readable example, by its index in the dataset.
     """
     records = {}
     order = by_size(dataset)
@@ -137,7 +184,7 @@ def predict(model, processor, dataset: datasets.Dataset, args: argparse.Namespac
                 for (index, record), reading in zip(kept, readings, strict=True):
                     records[index] = {**record, "prediction": reading.latex, "truncated": reading.truncated}
             progress.update(len(indices))
-    return [records[index] for index in sorted(records)]
+    return records
 
 
 def compiles(predictions: list[str]) -> list[bool]:
@@ -163,6 +210,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--check-compiles", action="store_true", help="render every prediction with pdflatex: compile_fraction"
     )
+    parser.add_argument(
+        "--group-by",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="also score each value of a column, or of COLUMN.KEY in a column of JSON objects (repeatable)",
+    )
     args = parser.parse_args(argv)
     for name in ("num_beams", "batch_size", "max_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -180,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         check_source(args.model, "model", "config.json")
         check_source(args.dataset, "dataset")
         dataset = load_examples(args)
+        groups = {field: group_values(dataset, field) for field in args.group_by}
         model, processor = load_model(args.model, args.device)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -188,17 +243,18 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. Predict, timing preprocessing + generation + decoding (not loading).
     started = time.perf_counter()
-    records = predict(model, processor, dataset, args)
+    readings = predict(model, processor, dataset, args)
     seconds = time.perf_counter() - started
+    for field, values in groups.items():
+        for index, record in readings.items():
+            record[field] = values[index]
+    records = [readings[index] for index in sorted(readings)]
     if not records:
         print(f"error: no readable image among the {len(dataset)} examples of {args.dataset}", file=sys.stderr)
         return 1
 
-    # 3. Score and write. Generation stops at an end token or at the length limit, so a prediction without an end
-    # token hit the limit.
-    truncated = sum(record["truncated"] for record in records)
-    scores = compute_formula_metrics([r["prediction"] for r in records], [r["reference"] for r in records])
-    metrics = {**scores, "truncated_fraction": truncated / len(records)}
+    # 3. Score and write.
+    metrics = score(records)
     if args.check_compiles:
         for record, compiled in zip(records, compiles([r["prediction"] for r in records]), strict=True):
             record["compiles"] = compiled
@@ -214,16 +270,26 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(seconds, 3),
         "formulas_per_second": len(records) / seconds if seconds > 0 else 0.0,
     }
+    by = {field: score_groups(records, field) for field in groups}
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (args.output / "metrics.json").write_text(
+        json.dumps({**metrics, "by": by} if by else metrics, indent=2) + "\n", encoding="utf-8"
+    )
     with open(args.output / "predictions.jsonl", "w", encoding="utf-8") as file:
         file.writelines(json.dumps(record) + "\n" for record in records)
 
     width = max(len(key) for key in metrics)
     for key, value in metrics.items():
         print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
-    if args.min_bleu is not None and scores["bleu"] < args.min_bleu:
-        print(f"error: BLEU {scores['bleu']:.4f} is below --min-bleu {args.min_bleu}", file=sys.stderr)
+    for field, table in by.items():
+        print(f"\n{field:<20} {'n':>6} {'bleu':>7} {'tes':>7} {'cer':>7} {'exact':>7}")
+        for value, row in table.items():
+            print(
+                f"{value:<20} {row['num_samples']:>6} {row['bleu']:>7.4f} {row['token_edit_similarity']:>7.4f}"
+                f" {row['cer']:>7.4f} {row['exact_match']:>7.4f}"
+            )
+    if args.min_bleu is not None and metrics["bleu"] < args.min_bleu:
+        print(f"error: BLEU {metrics['bleu']:.4f} is below --min-bleu {args.min_bleu}", file=sys.stderr)
         return 1
     return 0
 

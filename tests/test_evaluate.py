@@ -134,3 +134,67 @@ def test_batches_group_images_by_size(evaluate_script):
 def test_compile_check(evaluate_script):
     predictions = ["x ^ { 2 }", "\\frac { a", "\\input { / e t c / p a s s w d }", "\\nosuchmacro"]
     assert evaluate_script.compiles(predictions) == [True, False, False, False]
+
+
+@pytest.fixture()
+def styled_dataset_dir(fixture_formulas, tmp_path) -> Path:
+    """A parquet folder as `data.generalization` writes one: `source` and a JSON `style` per image."""
+    from datasets import Features, Value
+    from datasets import Image as ImageFeature
+
+    images, styles = [], []
+    for index, formula in enumerate(fixture_formulas[:5]):
+        image = Image.new("L", (16 + 7 * len(formula), 40), 255)
+        ImageDraw.Draw(image).text((8, 12), formula, fill=0)
+        images.append(image)
+        styles.append(json.dumps({"dpi": [100, 90, 280][index % 3], "degradation": "none"}))
+    features = Features(
+        {"image": ImageFeature(), "formula": Value("string"), "source": Value("string"), "style": Value("string")}
+    )
+    rows = {"image": images, "formula": fixture_formulas[:5], "source": ["a", "b", "a", "b", "a"], "style": styles}
+    folder = tmp_path / "styled"
+    (folder / "data").mkdir(parents=True)
+    Dataset.from_dict(rows, features=features).to_parquet(folder / "data" / "test-00000-of-00001.parquet")
+    return folder
+
+
+def test_group_by_scores_each_value(evaluate_script, model_dir, styled_dataset_dir, tmp_path, capsys):
+    output = tmp_path / "eval"
+    arguments = ["--model", str(model_dir), "--dataset", str(styled_dataset_dir), "--output", str(output)]
+    assert evaluate_script.main([*arguments, "--group-by", "style.dpi", "--group-by", "source"]) == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    records = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
+    assert [record["style.dpi"] for record in records] == ["100", "90", "280", "100", "90"]
+    assert [record["source"] for record in records] == ["a", "b", "a", "b", "a"]
+    assert list(metrics["by"]["style.dpi"]) == ["90", "100", "280"]  # numbers in numeric order
+    assert list(metrics["by"]["source"]) == ["a", "b"]
+
+    from data.metrics import compute_formula_metrics
+
+    for field, table in metrics["by"].items():
+        assert sum(row["num_samples"] for row in table.values()) == 5
+        for value, row in table.items():
+            group = [record for record in records if record[field] == value]
+            expected = compute_formula_metrics([r["prediction"] for r in group], [r["reference"] for r in group])
+            assert row["num_samples"] == len(group)
+            assert {key: row[key] for key in expected} == pytest.approx(expected)
+    printed = capsys.readouterr().out
+    assert "style.dpi" in printed and "source" in printed
+
+
+@pytest.mark.parametrize(
+    "field, message",
+    [
+        ("look", "--group-by look: the dataset has no column 'look'"),
+        ("source.dpi", "--group-by source.dpi: column 'source' holds 'a', not a JSON object"),
+        (
+            "style.font",
+            '--group-by style.font: \'{"dpi": 100, "degradation": "none"}\' in column \'style\' has no key',
+        ),
+    ],
+)
+def test_bad_group_by_exits_2(field, message, evaluate_script, model_dir, styled_dataset_dir, tmp_path, capsys):
+    arguments = ["--model", str(model_dir), "--dataset", str(styled_dataset_dir), "--output", str(tmp_path / "out")]
+    assert evaluate_script.main([*arguments, "--group-by", field]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
