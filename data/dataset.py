@@ -2,6 +2,7 @@
 per-example processing (augment for training, image processor, tokenizer) applied on the fly."""
 
 import logging
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,3 +76,36 @@ class ProcessFormulas:
             "pixel_values": [prepare(image) for image in batch["image"]],
             "labels": [ids[: self.max_label_length] for ids in labels],
         }
+
+
+class SizeSortedPools:
+    """A batched `datasets.IterableDataset.map` function: a pool of raw examples -> training examples ordered so that
+    each run of `batch_size` holds images of similar padded sizes.
+
+    Training batches are padded to their largest image, and augmentation's random rescaling puts a near-maximum image
+    in almost every random batch: three quarters of a random batch's pixels are padding
+    (`python -m bench.batch_padding`). Here a pool (the map's batch, a multiple of `batch_size`) is processed by
+    `process`, sorted by (height band of 16 pixels, width), cut into runs of `batch_size` and the full runs shuffled;
+    a DataLoader with that batch size then collates each run as one batch. A short run, only at the end of the data,
+    comes last.
+
+    Args:
+        process: the per-example processing (`ProcessFormulas`, with augmentation for training).
+        batch_size: the DataLoader's batch size (per device).
+        seed: seeds the order of the runs.
+    """
+
+    def __init__(self, process: Callable[[dict], dict], batch_size: int, seed: int = 0):
+        self.process = process
+        self.batch_size = batch_size
+        self.rng = random.Random(seed)
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        processed = self.process(batch)
+        shapes = [values.shape for values in processed["pixel_values"]]
+        order = sorted(range(len(shapes)), key=lambda i: (shapes[i][0] // 16, shapes[i][1]))
+        runs = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        short = [runs.pop()] if runs and len(runs[-1]) < self.batch_size else []
+        self.rng.shuffle(runs)
+        order = [index for run in runs + short for index in run]
+        return {key: [values[index] for index in order] for key, values in processed.items()}

@@ -11,7 +11,7 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 
 from data.collator import FormulaCollator
-from data.dataset import ProcessFormulas, load_formula_dataset
+from data.dataset import ProcessFormulas, SizeSortedPools, load_formula_dataset
 
 TINY_DATASET = Path(__file__).parent / "fixtures" / "tiny_dataset"
 
@@ -233,3 +233,30 @@ def test_collator_without_labels_and_empty(tiny_processor):
     assert set(out) == {"pixel_values"} and out["pixel_values"].shape == (1, 1, 48, 32)
     with pytest.raises(ValueError, match="empty"):
         collate([])
+
+
+def test_size_sorted_pools_orders_runs_by_size():
+    """Each run of batch_size holds neighbours in size order (so it pads little), runs come shuffled, every example
+    stays with its labels, and a short run comes last."""
+    rng = np.random.default_rng(0)
+    shapes = [(int(rng.integers(1, 8)) * 16, int(rng.integers(20, 600))) for _ in range(22)]
+
+    def process(batch):
+        return {
+            "pixel_values": [np.zeros(shapes[i], dtype=np.float32) for i in batch["index"]],
+            "labels": [[i] for i in batch["index"]],
+        }
+
+    out = SizeSortedPools(process, batch_size=4, seed=0)({"index": list(range(22))})
+    order = [ids[0] for ids in out["labels"]]
+    assert sorted(order) == list(range(22))
+    assert all(values.shape == shapes[i] for values, i in zip(out["pixel_values"], order, strict=True))
+    ranked = sorted(range(22), key=lambda i: (shapes[i][0] // 16, shapes[i][1]))
+    runs = [order[start : start + 4] for start in range(0, 22, 4)]
+    expected_runs = [ranked[start : start + 4] for start in range(0, 22, 4)]
+    assert runs[-1] == expected_runs[-1] and len(runs[-1]) == 2  # the short run, last
+    assert sorted(runs[:-1]) == sorted(expected_runs[:-1]) and runs[:-1] != expected_runs[:-1]  # shuffled runs
+    padded = sum(4 * max(shapes[i][0] for i in run) * max(shapes[i][1] for i in run) for run in runs[:-1])
+    in_order = [list(range(start, start + 4)) for start in range(0, 20, 4)]
+    unsorted = sum(4 * max(shapes[i][0] for i in run) * max(shapes[i][1] for i in run) for run in in_order)
+    assert padded < 0.8 * unsorted

@@ -106,6 +106,18 @@ def test_label_smoothing_trains(tmp_path):
     assert all(math.isfinite(loss) for _, loss in train_losses(state))
 
 
+def test_size_sorted_pools_stream_the_epochs(tmp_path):
+    """With --pool_batches the training set is streamed; the epochs asked for become steps (12 images, 4 a step)."""
+    output = tmp_path / "pools"
+    args = ("--output_dir", str(output), "--max_steps", "-1", "--num_train_epochs", "2", *SHORT, *QUICK_EVAL)
+    done = run_train("configs/tiny.json", *args, "--pool_batches", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 6 and state["max_steps"] == 6
+    assert all(math.isfinite(loss) for _, loss in train_losses(state))
+    assert (output / "model.safetensors").is_file()
+
+
 def test_resume_from_last_checkpoint(trained, tmp_path):
     original, _ = trained
     output = tmp_path / "tiny"
