@@ -16,17 +16,19 @@ import random
 import numpy as np
 
 from data.augment import make_train_transform
-from data.dataset import ProcessFormulas, load_formula_dataset
+from data.dataset import ProcessFormulas, load_formula_dataset, size_sorted_runs
 from modeling import Im2LatexProcessor
 
 
 def sorted_pools(shapes: list[tuple[int, int]], batch_size: int, pool_batches: int) -> list[int]:
-    """Example order in which each run of `batch_size` holds similar shapes: pools sorted by (height band, width)."""
-    order, pool = [], batch_size * pool_batches
-    for start in range(0, len(shapes), pool):
-        members = range(start, min(start + pool, len(shapes)))
-        order += sorted(members, key=lambda i: (shapes[i][0] // 16, shapes[i][1]))
-    return order
+    """Example order of `--pool_batches` training: each pool cut into runs by `data.dataset.size_sorted_runs`."""
+    pool = batch_size * pool_batches
+    return [
+        index
+        for start in range(0, len(shapes), pool)
+        for run in size_sorted_runs(shapes[start : start + pool], batch_size)
+        for index in (start + i for i in run)
+    ]
 
 
 def main() -> None:

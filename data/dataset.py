@@ -78,6 +78,13 @@ class ProcessFormulas:
         }
 
 
+def size_sorted_runs(shapes: list[tuple[int, ...]], batch_size: int) -> list[list[int]]:
+    """Indices of prepared images in runs of `batch_size`, sorted by (height band of 16 pixels, width): each run
+    pads little. The last run may be short."""
+    order = sorted(range(len(shapes)), key=lambda i: (shapes[i][0] // 16, shapes[i][1]))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 class SizeSortedPools:
     """A batched `datasets.IterableDataset.map` function: a pool of raw examples -> training examples ordered so that
     each run of `batch_size` holds images of similar padded sizes.
@@ -85,7 +92,7 @@ class SizeSortedPools:
     Training batches are padded to their largest image, and augmentation's random rescaling puts a near-maximum image
     in almost every random batch: three quarters of a random batch's pixels are padding
     (`python -m bench.batch_padding`). Here a pool (the map's batch, a multiple of `batch_size`) is processed by
-    `process`, sorted by (height band of 16 pixels, width), cut into runs of `batch_size` and the full runs shuffled;
+    `process`, cut into runs of similar sizes (`size_sorted_runs`) and the full runs shuffled;
     a DataLoader with that batch size then collates each run as one batch. A short run, only at the end of the data,
     comes last.
 
@@ -102,9 +109,7 @@ class SizeSortedPools:
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         processed = self.process(batch)
-        shapes = [values.shape for values in processed["pixel_values"]]
-        order = sorted(range(len(shapes)), key=lambda i: (shapes[i][0] // 16, shapes[i][1]))
-        runs = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        runs = size_sorted_runs([values.shape for values in processed["pixel_values"]], self.batch_size)
         short = [runs.pop()] if runs and len(runs[-1]) < self.batch_size else []
         self.rng.shuffle(runs)
         order = [index for run in runs + short for index in run]

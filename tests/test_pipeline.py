@@ -9,9 +9,9 @@ import textwrap
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from transformers import AutoProcessor, pipeline
+from transformers import AutoConfig, AutoProcessor, pipeline
 
-from modeling import Im2LatexProcessor
+from modeling import Im2LatexEncoderConfig, Im2LatexProcessor
 
 # Special tokens suppressed so that the random model says something visible (<pad>, <s>, <unk> are ids 0, 1, 3).
 GENERATE = {"min_new_tokens": 3, "max_new_tokens": 6, "suppress_tokens": [0, 1, 3]}
@@ -60,6 +60,10 @@ def test_image_to_text_pipeline(task, remote, saved, tiny_model, tiny_processor,
     beams = pipe(image, generate_kwargs={**GENERATE, "num_beams": 3})
     sequences = tiny_model.generate(pixel_values=tiny_processor(images=image).pixel_values, num_beams=3, **GENERATE)
     assert beams == [{"generated_text": tiny_processor.batch_decode(sequences, skip_special_tokens=True)[0]}]
+    # Loading the folder's own code (remote) must not swap the encoder config class AutoConfig gives this process.
+    encoder_folder = tmp_path / "encoder"
+    tiny_model.encoder.save_pretrained(encoder_folder)
+    assert type(AutoConfig.from_pretrained(encoder_folder)) is Im2LatexEncoderConfig
 
 
 def test_image_text_to_text_pipeline(saved, tiny_model, tiny_processor):
