@@ -53,7 +53,9 @@ def read_formulas(
         out.sequences, out.scores, beam_indices, normalize_logits=beam_indices is None
     )  # (batch, generated): log-probability of each chosen token
     generated = out.sequences[:, 1:]  # (batch, generated), the start token dropped
-    is_eos = generated == model.generation_config.eos_token_id
+    # A generation config holds one end token id or a list of them (transformers 5.17 saves a list).
+    eos = torch.tensor(model.generation_config.eos_token_id, device=generated.device).flatten()
+    is_eos = torch.isin(generated, eos)
     # Score the tokens up to and including the first end token; what follows it is padding.
     counted = (is_eos.long().cumsum(dim=1) - is_eos.long()) == 0
     transition = transition.float().masked_fill(~counted, 0.0)

@@ -18,6 +18,7 @@ from modeling import (
     PositionalEncoding2D,
     make_config,
 )
+from modeling.inference import read_formulas
 from modeling.modeling_im2latex import ink_columns
 
 
@@ -160,3 +161,15 @@ def test_output_length_is_bounded_by_ink_width(tiny_model, tiny_processor):
         assert lengths[1] > lengths[0]
     tiny_model.config.max_tokens_per_column = None
     assert tiny_model.generate(pixel_values=pixel_values, min_new_tokens=22).shape[1] == 24
+
+
+def test_read_formulas_takes_a_list_of_end_token_ids(tiny_model, tiny_processor):
+    # transformers 5.17 saves `eos_token_id` as a list; the reading must not depend on which form it is.
+    prepare = tiny_processor.image_processor.prepare
+    images = [prepare(formula_image()), prepare(formula_image("a/b", (120, 60)))]
+    tiny_model.generation_config.max_length = 10
+    as_int = read_formulas(tiny_model, tiny_processor, images, num_beams=1)
+    tiny_model.generation_config.eos_token_id = [tiny_model.config.eos_token_id]
+    as_list = read_formulas(tiny_model, tiny_processor, images, num_beams=1)
+    assert [(r.latex, r.truncated) for r in as_list] == [(r.latex, r.truncated) for r in as_int]
+    assert [r.score for r in as_list] == pytest.approx([r.score for r in as_int])
