@@ -20,7 +20,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from data.augment import make_train_transform
 from data.collator import FormulaCollator
-from data.dataset import ProcessFormulas, SizeSortedPools, load_formula_dataset
+from data.dataset import ProcessFormulas, load_formula_dataset, size_sorted_stream
 from data.metrics import build_compute_metrics
 from modeling import (
     Im2LatexForConditionalGeneration,
@@ -71,7 +71,8 @@ class DataArguments:
         default=0,
         metadata={
             "help": "Form training batches from pools of this many batches sorted by image size, so that a batch pads "
-            "less (python -m bench.batch_padding); the training set is then streamed. 0: random batches."
+            "less (python -m bench.batch_padding); the training set is then one endless stream (epochs become "
+            "max_steps; a resumed run starts the stream afresh). 0: random batches."
         },
     )
 
@@ -198,22 +199,14 @@ def main() -> None:
     process_train = ProcessFormulas(processor, positions, augment=augment)
     if data_args.pool_batches > 0 and training_args.do_train:
         batch_size = training_args.per_device_train_batch_size
-        pool = batch_size * data_args.pool_batches
         if training_args.max_steps <= 0:  # a stream has no length: the Trainer counts steps, not epochs
             per_step = batch_size * training_args.world_size * training_args.gradient_accumulation_steps
             training_args.max_steps = math.ceil(training_args.num_train_epochs * len(train_ds) / per_step)
-        train_ds = (
-            train_ds.to_iterable_dataset(num_shards=min(64, len(train_ds)))
-            .shuffle(seed=training_args.seed, buffer_size=pool)
-            .map(
-                SizeSortedPools(process_train, batch_size, seed=training_args.seed),
-                batched=True,
-                batch_size=pool,
-                remove_columns=train_ds.column_names,
-            )
-        )
+        train_ds = size_sorted_stream(train_ds, process_train, batch_size, data_args.pool_batches, training_args.seed)
         # Each process streams its own shards: dispatching would concatenate batches of different sizes.
         training_args.accelerator_config.dispatch_batches = False
+        # A resumed run starts the stream afresh rather than process and drop every batch it has trained on.
+        training_args.ignore_data_skip = True
     else:
         train_ds.set_transform(process_train)
     eval_ds.set_transform(ProcessFormulas(processor, positions))

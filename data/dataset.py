@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict, load_dataset
+from datasets import Dataset, DatasetDict, IterableDataset, load_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -114,3 +114,28 @@ class SizeSortedPools:
         self.rng.shuffle(runs)
         order = [index for run in runs + short for index in run]
         return {key: [values[index] for index in order] for key, values in processed.items()}
+
+
+def size_sorted_stream(
+    dataset: Dataset, process: Callable[[dict], dict], batch_size: int, pool_batches: int, seed: int = 0
+) -> IterableDataset:
+    """`dataset` as one endless shuffled stream of processed examples in size-sorted runs of `batch_size`
+    (`SizeSortedPools` over pools of `pool_batches` batches), for a Trainer with `max_steps`.
+
+    Endless, not one stream per epoch: each new epoch restarts every DataLoader worker, and each worker processes a
+    whole pool before its first batch (on an H100 at batch 256, pools of 16 batches and 14 workers, about 10 s of an
+    idle GPU per epoch). The shuffle buffer follows the repeat, so it carries on across passes and each pass is
+    batched differently.
+    """
+    pool = batch_size * pool_batches
+    return (
+        dataset.to_iterable_dataset(num_shards=min(64, len(dataset)))
+        .repeat(None)
+        .shuffle(seed=seed, buffer_size=pool)
+        .map(
+            SizeSortedPools(process, batch_size, seed=seed),
+            batched=True,
+            batch_size=pool,
+            remove_columns=dataset.column_names,
+        )
+    )

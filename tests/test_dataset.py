@@ -1,6 +1,8 @@
 """data/dataset.py and data/collator.py: loading formula datasets from disk, per-example processing, collating."""
 
 import csv
+import itertools
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 
 from data.collator import FormulaCollator
-from data.dataset import ProcessFormulas, SizeSortedPools, load_formula_dataset
+from data.dataset import ProcessFormulas, SizeSortedPools, load_formula_dataset, size_sorted_stream
 
 TINY_DATASET = Path(__file__).parent / "fixtures" / "tiny_dataset"
 
@@ -260,3 +262,27 @@ def test_size_sorted_pools_orders_runs_by_size():
     in_order = [list(range(start, start + 4)) for start in range(0, 20, 4)]
     unsorted = sum(4 * max(shapes[i][0] for i in run) * max(shapes[i][1] for i in run) for run in in_order)
     assert padded < 0.8 * unsorted
+
+
+def test_size_sorted_stream_is_endless_and_batches_each_pass_anew():
+    """Three passes over 20 examples: every example comes about three times (the shuffle buffer spans the pass
+    boundaries), each run of 4 is size-sorted, and the passes are batched differently. The stream does not end."""
+    shapes = [(16 * (1 + i % 3), 40 + 37 * i % 300) for i in range(20)]
+
+    def process(batch):
+        return {
+            "pixel_values": [np.zeros(shapes[i], dtype=np.float32) for i in batch["index"]],
+            "labels": [[i] for i in batch["index"]],
+        }
+
+    stream = size_sorted_stream(Dataset.from_dict({"index": list(range(20))}), process, batch_size=4, pool_batches=2)
+    examples = list(itertools.islice(stream, 200))
+    assert len(examples) == 200  # 10 passes and still going
+    order = [example["labels"][0] for example in examples[:60]]
+    assert set(Counter(order)) == set(range(20)) and set(Counter(order).values()) <= {2, 3, 4}
+    runs = [order[start : start + 4] for start in range(0, 60, 4)]
+    for run in runs:  # sorted within its pool: the run's sizes never fall
+        keys = [(shapes[i][0] // 16, shapes[i][1]) for i in run]
+        assert keys == sorted(keys)
+    first, second = {tuple(sorted(run)) for run in runs[:5]}, {tuple(sorted(run)) for run in runs[5:10]}
+    assert first != second

@@ -118,6 +118,20 @@ def test_size_sorted_pools_stream_the_epochs(tmp_path):
     assert (output / "model.safetensors").is_file()
 
 
+def test_size_sorted_pools_resume_without_replaying_the_stream(tmp_path):
+    output = tmp_path / "pools"
+    args = ("configs/tiny.json", "--output_dir", str(output), *SHORT, *QUICK_EVAL, "--pool_batches", "2")
+    assert run_train(*args, "--max_steps", "3").returncode == 0
+    done = run_train(*args, "--max_steps", "6")
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = done.stdout + done.stderr
+    assert f"resuming from {output / 'checkpoint-3'}" in log and log.count("{'loss'") == 3
+    # The stream starts afresh: the Trainer would otherwise process and drop every batch already trained on.
+    assert torch.load(output / "checkpoint-6" / "training_args.bin", weights_only=False).ignore_data_skip
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 6 and [step for step, _ in train_losses(state)] == list(range(1, 7))
+
+
 def test_resume_from_last_checkpoint(trained, tmp_path):
     original, _ = trained
     output = tmp_path / "tiny"
