@@ -22,6 +22,7 @@ from data.augment import make_train_transform
 from data.collator import FormulaCollator
 from data.dataset import ProcessFormulas, load_formula_dataset, size_sorted_stream
 from data.metrics import build_compute_metrics
+from data.normalize import canonical
 from modeling import (
     Im2LatexForConditionalGeneration,
     Im2LatexImageProcessor,
@@ -148,7 +149,7 @@ def main() -> None:
     logger.info("train: %d formulas, validation: %d", len(train_ds), len(eval_ds))
 
     # 3. Processor: a saved one, or a tokenizer trained on the training formulas
-    train_formulas = list(train_ds["formula"])
+    train_formulas = [canonical(formula) for formula in train_ds["formula"]]  # the labels' form (ProcessFormulas)
     source = model_args.tokenizer_name or model_args.model_name_or_path
     if source is not None:
         processor = Im2LatexProcessor.from_pretrained(source)

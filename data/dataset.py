@@ -9,6 +9,8 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict, IterableDataset, load_dataset
 
+from .normalize import canonical
+
 logger = logging.getLogger(__name__)
 
 
@@ -53,7 +55,9 @@ def load_formula_dataset(
 
 
 class ProcessFormulas:
-    """A `datasets` transform: images -> unpadded `pixel_values` (image processor), formulas -> `labels` ids.
+    """A `datasets` transform: images -> unpadded `pixel_values` (image processor), formulas -> `labels` ids of
+    their canonical form (`data.normalize.canonical`, so that a dataset built by an older normalisation, or a raw
+    Hub dataset, trains the current form).
 
     Args:
         processor: an `Im2LatexProcessor` (image processor + tokenizer).
@@ -71,7 +75,7 @@ class ProcessFormulas:
         if self.augment is not None:
             batch = self.augment(batch)
         prepare = self.processor.image_processor.prepare
-        labels = self.processor.tokenizer(batch["formula"]).input_ids
+        labels = self.processor.tokenizer([canonical(formula) for formula in batch["formula"]]).input_ids
         return {
             "pixel_values": [prepare(image) for image in batch["image"]],
             "labels": [ids[: self.max_label_length] for ids in labels],

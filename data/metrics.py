@@ -22,7 +22,7 @@ from types import ModuleType
 import numpy as np
 from transformers import EvalPrediction
 
-from .normalize import normalize
+from .normalize import canonical
 
 METRIC_MODULES = Path(__file__).parent / "metric_modules"
 METRIC_NAMES = ("bleu", "token_edit_similarity", "cer", "exact_match")
@@ -64,14 +64,6 @@ def load_formula_metrics():
     """The four formula metrics as one `evaluate.CombinedEvaluations`, loaded once per process from local scripts."""
     modules = [evaluate.load(str(METRIC_MODULES / f"{name}.py"), keep_in_memory=True) for name in METRIC_NAMES]
     return evaluate.combine(modules)
-
-
-def canonical(formula: str) -> str:
-    """The formula in the canonical token form, or with its whitespace normalised if it cannot be normalised."""
-    try:
-        return normalize(formula)
-    except ValueError:
-        return " ".join(formula.split())
 
 
 def compute_formula_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:

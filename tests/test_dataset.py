@@ -135,6 +135,15 @@ def test_process_formulas_labels_end_with_eos(tiny_processor, batch):
         assert pixels.ndim == 2  # unpadded: the collator pads
 
 
+def test_process_formulas_labels_are_the_canonical_form(tiny_processor, batch):
+    """Labels follow the current normalisation whatever form the dataset stores (an older build, a raw list)."""
+    tokenizer = tiny_processor.tokenizer
+    raw = {**batch, "formula": ["x^2+\\frac12", "f'(x)", "a _ b"][: len(batch["formula"])]}
+    labels = ProcessFormulas(tiny_processor, max_label_length=128)(raw)["labels"]
+    decoded = [tokenizer.decode(ids, skip_special_tokens=True) for ids in labels]
+    assert decoded == ["x ^ { 2 } + \\frac { 1 } { 2 }", "f ^ { \\prime } ( x )", "a _ { b }"][: len(decoded)]
+
+
 def test_process_formulas_truncates_labels(tiny_processor, batch):
     full = ProcessFormulas(tiny_processor, max_label_length=128)(batch)["labels"]
     assert max(len(ids) for ids in full) > 5

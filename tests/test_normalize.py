@@ -15,16 +15,30 @@ EXCEPTION_TOKENS = {
 }  # fmt: skip
 
 
+def only_braced(line: str, normalized: str) -> bool:
+    """True when `normalized` differs from `line` only by braces and by primes written as superscripts (``x '`` ->
+    ``x ^ { \\prime }``): the single-token arguments and primes that normalize braces (the module docstring)."""
+
+    def skeleton(text: str) -> list[str]:
+        return ["\\prime" if token == "'" else token for token in text.split() if token not in ("{", "}", "^")]
+
+    return skeleton(line) == skeleton(normalized)
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
         ("\\frac{a}{b}", "\\frac { a } { b }"),
-        ("$$ x^2 \\over y+1 $$", "\\frac { x ^ 2 } { y + 1 }"),
+        ("$$ x^2 \\over y+1 $$", "\\frac { x ^ { 2 } } { y + 1 }"),
         ("\\mathrm{max}_{i} 12", "\\mathrm { m a x } _ { i } 1 2"),
         ("{\\rm max} \\sin x", "{ \\mathrm { m a x } } \\operatorname { s i n } x"),
         ("\\lim_{x\\to0}", "\\operatorname* { l i m } _ { x \\rightarrow 0 }"),
         ("\\liminf a", "\\operatorname* { l i m \\, i n f } a"),
-        ("\\dfrac12", "{ \\displaystyle \\frac 1 2 }"),
+        ("\\dfrac12", "{ \\displaystyle \\frac { 1 } { 2 } }"),
+        # Single-token arguments braced and primes written as superscripts, as im2latex-100k writes them.
+        ("x_\\mathrm{a}^2 \\bar K", "x _ { \\mathrm { a } } ^ { 2 } \\bar { K }"),
+        ("f''(x) + g'^2_1", "f ^ { \\prime \\prime } ( x ) + g ^ { \\prime 2 } _ { 1 }"),
+        ("\\text{don't} x^\\prime", "\\textrm { d o n ' t } x ^ { \\prime }"),
         ("\\left (x\\right> \\left\\lbrace\\right.", "\\left( x \\right\\rangle \\left\\{ \\right."),
         ("\\le \\ne \\ge \\dag \\vert", "\\leq \\neq \\geq \\dagger |"),
         ("\\text{if } x", "\\textrm { i f ~ } x"),
@@ -69,10 +83,10 @@ def test_unbalanced_raises_typed_error(bad: str) -> None:
 @pytest.mark.parametrize("split", ["validation.txt", "test.txt"])
 def test_canonical_lines_unchanged_except_documented(formulas_dir, split: str) -> None:
     lines = (formulas_dir / "im2latex-100k" / split).read_text(encoding="utf-8").splitlines()
-    changed = [line for line in lines if normalize(line) != line.strip()]
-    unexplained = [line for line in changed if not EXCEPTION_TOKENS & set(line.split())]
+    changed = [(line, normalize(line)) for line in lines if normalize(line) != line.strip()]
+    unexplained = [pair for pair in changed if not EXCEPTION_TOKENS & set(pair[0].split()) and not only_braced(*pair)]
     assert unexplained == []
-    assert len(changed) / len(lines) < 0.06
+    assert len(changed) / len(lines) < 0.09
 
 
 def test_idempotent_on_raw_lists(formulas_dir) -> None:

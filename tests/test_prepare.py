@@ -23,7 +23,7 @@ from data.render import DENG, RenderStyle
 # Raw lists, as in ../shared/data/formulas. The benchmark lists are in canonical token form already.
 LISTS = {
     "im2latex-100k/validation.txt": ["\\frac { a } { b }", "\\frac {", "y = m x + c"],
-    # "x ^ { 0 }" is also what `data.coverage` makes of the training token "0" (in "\\int _ 0 ^ 1 ...").
+    # "x ^ { 0 }" is also what `data.coverage` makes of the training token "0" (in "\\int _ { 0 } ^ { 1 } ...").
     "im2latex-100k/test.txt": ["a + b = c", "x ^ { 0 }"],
     "im2latex-100k/train_sample.txt": ["\\beta"],
     # "a+b=c" is the test formula "a + b = c" up to whitespace; "\\frac {" cannot be normalised;
@@ -38,13 +38,13 @@ LISTS = {
 }
 # What train should hold with --max-train 20 (every per-source share is at least the source's unique formulas).
 TRAIN = {
-    "E = m c ^ 2": "arxiv-display",
+    "E = m c ^ { 2 }": "arxiv-display",
     "\\sqrt { x }": "arxiv-display",
     "\\alpha _ { i }": "arxiv-inline",
-    "\\int _ 0 ^ 1 f ( x ) d x": "books-display",
+    "\\int _ { 0 } ^ { 1 } f ( x ) d x": "books-display",
     "n !": "books-inline",
     "\\sum _ { k = 1 } ^ { n } k": "qa-display",
-    "\\pi r ^ 2": "qa-inline",
+    "\\pi r ^ { 2 }": "qa-inline",
     "\\sqrt { 2 }": "crohme",
     "\\beta": "im2latex-train",
 }
