@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from datasets import Dataset, Features, Image, Value
 
 from .coverage import coverage_formulas
-from .normalize import normalize
+from .normalize import canonical, normalize
 from .render import render
 from .storage import FORMATS, encode_image
 
@@ -66,8 +66,10 @@ FEATURES = Features(
 
 
 def squash(formula: str) -> str:
-    """The comparison key for overlap checks: the formula with all whitespace removed."""
-    return "".join(formula.split())
+    """The comparison key for overlap checks: the formula's canonical form (`data.normalize.canonical`) with all
+    whitespace removed, so that a raw benchmark line, a formula normalised now and one normalised by an older
+    version of `data.normalize` (a built dataset) compare alike."""
+    return "".join(canonical(formula).split())
 
 
 def read_lines(root: Path, patterns: list[str]) -> Iterator[str]:

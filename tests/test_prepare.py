@@ -205,3 +205,10 @@ def test_missing_formula_folder_is_a_usage_error(tmp_path, capsys):
         prepare.main(["--formulas", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")])
     assert exit_info.value.code == 2
     assert "nowhere does not exist" in capsys.readouterr().err
+
+
+def test_overlap_key_sees_through_the_form():
+    """A benchmark line, a raw formula and one in an older canonical form (unbraced script) are the same formula."""
+    assert squash("E = m c ^ { 2 }") == squash("E=mc^2") == squash("E = m c ^ 2") == squash("E = m c ^ {2}")
+    assert squash("x ^ { \\prime }") == squash("x'")
+    assert squash("\\frac {") == "\\frac{"  # not normalisable: compared as written
