@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 from transformers import AutoProcessor
 
+from data.normalize import canonical
 from modeling import Im2LatexForConditionalGeneration
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,10 +45,11 @@ def test_output_folder_loads_and_generates(trained):
     output, _ = trained
     model = Im2LatexForConditionalGeneration.from_pretrained(output).eval()
     processor = AutoProcessor.from_pretrained(output)
-    # tiny.json: default_num_beams 2; max_length covers the longest training label (+1 start token, +10 %).
+    # tiny.json: default_num_beams 2; max_length covers the longest training label, in the canonical form the labels
+    # take (+1 start token, +10 %).
     assert model.generation_config.num_beams == 2
     with open(ROOT / "tests" / "fixtures" / "tiny_dataset" / "metadata.csv", newline="", encoding="utf-8") as file:
-        formulas = [row["formula"] for row in csv.DictReader(file)]
+        formulas = [canonical(row["formula"]) for row in csv.DictReader(file)]
     longest = max(len(ids) for ids in processor.tokenizer(formulas).input_ids)
     assert model.generation_config.max_length == longest + 1 + math.ceil(0.1 * longest)
     image = Image.new("L", (200, 40), 255)
