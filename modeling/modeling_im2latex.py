@@ -6,7 +6,14 @@ import timm
 import torch
 from timm.models.resnet import BasicBlock
 from torch import nn
-from transformers import AutoModel, LogitsProcessor, LogitsProcessorList, PreTrainedModel, VisionEncoderDecoderModel
+from transformers import (
+    AutoModel,
+    EncoderDecoderCache,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    VisionEncoderDecoderModel,
+)
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
 
@@ -190,6 +197,17 @@ class Im2LatexForConditionalGeneration(VisionEncoderDecoderModel):
             bound = InkWidthLengthBound(limits.repeat_interleave(beams), config.eos_token_id)
             kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []), bound])
         return super().generate(pixel_values=pixel_values, **kwargs)
+
+    def _reorder_cache(self, past_key_values, beam_idx: torch.LongTensor):
+        """Beam search's cache reordering (the hook `generate` calls at each step), for the decoder's self-attention
+        cache only. Every beam of an image attends to the same encoder output, so the cross-attention cache reads
+        the same whatever the reordering; copying it at each step took 60 % of the time of beam search at batch 32
+        on a CPU (`python -m bench.predict_latency`)."""
+        if isinstance(past_key_values, EncoderDecoderCache):
+            past_key_values.self_attention_cache.reorder_cache(beam_idx)
+        else:
+            past_key_values.reorder_cache(beam_idx)
+        return past_key_values
 
 
 AutoModel.register(Im2LatexEncoderConfig, Im2LatexEncoderModel, exist_ok=True)

@@ -7,6 +7,7 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForImageTextToText,
+    EncoderDecoderCache,
     VisionEncoderDecoderConfig,
     VisionEncoderDecoderModel,
 )
@@ -173,3 +174,19 @@ def test_read_formulas_takes_a_list_of_end_token_ids(tiny_model, tiny_processor)
     as_list = read_formulas(tiny_model, tiny_processor, images, num_beams=1)
     assert [(r.latex, r.truncated) for r in as_list] == [(r.latex, r.truncated) for r in as_int]
     assert [r.score for r in as_list] == pytest.approx([r.score for r in as_int])
+
+
+def test_beam_search_reorders_only_the_self_attention_cache(tiny_model, tiny_processor, monkeypatch):
+    """Skipping the cross-attention cache (the same for every beam of an image) changes no output."""
+    images = [formula_image(), formula_image("a/b", (120, 60)), formula_image("x+1", (200, 50))]
+    pixel_values = tiny_processor(images=images).pixel_values
+    kwargs = {"num_beams": 3, "max_new_tokens": 10, "min_new_tokens": 4, "output_scores": True}
+    fast = tiny_model.generate(pixel_values=pixel_values, return_dict_in_generate=True, **kwargs)
+    reordered = []
+    original = EncoderDecoderCache.reorder_cache
+    monkeypatch.setattr(EncoderDecoderCache, "reorder_cache", lambda c, i: reordered.append(1) or original(c, i))
+    monkeypatch.delattr(Im2LatexForConditionalGeneration, "_reorder_cache")
+    full = tiny_model.generate(pixel_values=pixel_values, return_dict_in_generate=True, **kwargs)
+    assert reordered  # the second run took the library's path, which reorders both caches
+    assert torch.equal(fast.sequences, full.sequences)
+    torch.testing.assert_close(fast.sequences_scores, full.sequences_scores)
