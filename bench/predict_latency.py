@@ -1,4 +1,4 @@
-"""Reading speed on the CPU: one image at a time (latency p50/p95, greedy and beam) and batched (formulas/s).
+"""Reading speed on the CPU: one image at a time (latency p50/p95) and batched (formulas/s), greedy and beam.
 
     python -m bench.predict_latency --dataset ../build/eval-data/data --count 100 [--model models/im2latex-base]
 
@@ -40,8 +40,9 @@ def read_batched(
     prepared: list[np.ndarray],
     batch_size: int,
     bucket: tuple[int, int] | None,
+    num_beams: int = 1,
 ) -> list[Reading]:
-    """Greedy readings in batches: sorted by size, or (with a bucket) only of images of one bucket."""
+    """Readings in batches: sorted by size, or (with a bucket) only of images of one bucket."""
     groups = defaultdict(list)
     for index in sorted(range(len(prepared)), key=lambda i: prepared[i].shape):
         key = processor.image_processor.padded_shape([prepared[index].shape], bucket) if bucket else None
@@ -50,7 +51,7 @@ def read_batched(
     for group in groups.values():
         for start in range(0, len(group), batch_size):
             chunk = group[start : start + batch_size]
-            batch = read_formulas(model, processor, [prepared[i] for i in chunk], num_beams=1, bucket=bucket)
+            batch = read_formulas(model, processor, [prepared[i] for i in chunk], num_beams=num_beams, bucket=bucket)
             for index, reading in zip(chunk, batch, strict=True):
                 readings[index] = reading
     return readings
@@ -108,14 +109,17 @@ def main() -> None:
             tokens = np.mean([len(processor.tokenizer(r.latex).input_ids) for r in readings])
             name = "greedy" if beams == 1 else f"beam {beams}"
             print(f"one image, {name:7s} {percentiles(seconds)}  ({tokens:.0f} tokens out){quality(readings)}")
-        began = time.perf_counter()
-        batched = read_batched(model, processor, [prepare(data) for data in images], args.batch_size, bucket)
-        seconds = time.perf_counter() - began
-        same = sum(a.latex == b.latex for a, b in zip(batched, single[1], strict=True))
-        print(
-            f"batched greedy, batch {args.batch_size}: {len(images) / seconds:.1f} formulas/s; "
-            f"{same}/{len(images)} readings identical to one-at-a-time{quality(batched)}"
-        )
+        for beams in (1, args.num_beams):
+            began = time.perf_counter()
+            prepared = [prepare(data) for data in images]
+            batched = read_batched(model, processor, prepared, args.batch_size, bucket, beams)
+            seconds = time.perf_counter() - began
+            same = sum(a.latex == b.latex for a, b in zip(batched, single[beams], strict=True))
+            name = "greedy" if beams == 1 else f"beam {beams}"
+            print(
+                f"batched {name}, batch {args.batch_size}: {len(images) / seconds:.1f} formulas/s; "
+                f"{same}/{len(images)} readings identical to one-at-a-time{quality(batched)}"
+            )
 
 
 if __name__ == "__main__":
