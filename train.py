@@ -20,9 +20,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from data.augment import make_train_transform
 from data.collator import FormulaCollator
-from data.dataset import ProcessFormulas, load_formula_dataset, size_sorted_stream
+from data.dataset import ProcessFormulas, load_formula_dataset, size_sorted_stream, with_canonical_formulas
 from data.metrics import build_compute_metrics
-from data.normalize import canonical
 from modeling import (
     Im2LatexForConditionalGeneration,
     Im2LatexImageProcessor,
@@ -146,10 +145,12 @@ def main() -> None:
         train_ds = train_ds.select(range(min(data_args.max_train_samples, len(train_ds))))
     if data_args.max_eval_samples is not None:
         eval_ds = eval_ds.shuffle(seed=training_args.seed).select(range(min(data_args.max_eval_samples, len(eval_ds))))
+    # Labels in the current canonical form, whatever form the dataset was built in (normalised once, here)
+    train_ds, eval_ds = with_canonical_formulas(train_ds), with_canonical_formulas(eval_ds)
     logger.info("train: %d formulas, validation: %d", len(train_ds), len(eval_ds))
 
     # 3. Processor: a saved one, or a tokenizer trained on the training formulas
-    train_formulas = [canonical(formula) for formula in train_ds["formula"]]  # the labels' form (ProcessFormulas)
+    train_formulas = list(train_ds["formula"])
     source = model_args.tokenizer_name or model_args.model_name_or_path
     if source is not None:
         processor = Im2LatexProcessor.from_pretrained(source)

@@ -54,10 +54,16 @@ def load_formula_dataset(
     return dataset.rename_columns(renames) if renames else dataset
 
 
+def with_canonical_formulas(dataset: Dataset) -> Dataset:
+    """`dataset` with its `formula` column in the current canonical form (`data.normalize.canonical`), computed
+    once: a dataset built by an older normalisation, or a raw Hub dataset, then trains and scores the current form.
+    The images are not read or copied."""
+    formulas = [canonical(formula) for formula in dataset["formula"]]
+    return dataset.remove_columns("formula").add_column("formula", formulas)
+
+
 class ProcessFormulas:
-    """A `datasets` transform: images -> unpadded `pixel_values` (image processor), formulas -> `labels` ids of
-    their canonical form (`data.normalize.canonical`, so that a dataset built by an older normalisation, or a raw
-    Hub dataset, trains the current form).
+    """A `datasets` transform: images -> unpadded `pixel_values` (image processor), formulas -> `labels` ids.
 
     Args:
         processor: an `Im2LatexProcessor` (image processor + tokenizer).
@@ -75,7 +81,7 @@ class ProcessFormulas:
         if self.augment is not None:
             batch = self.augment(batch)
         prepare = self.processor.image_processor.prepare
-        labels = self.processor.tokenizer([canonical(formula) for formula in batch["formula"]]).input_ids
+        labels = self.processor.tokenizer(batch["formula"]).input_ids
         return {
             "pixel_values": [prepare(image) for image in batch["image"]],
             "labels": [ids[: self.max_label_length] for ids in labels],

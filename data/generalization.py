@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from .prepare import BENCHMARK_LISTS, TRAIN_MIX, canonical_formulas, read_lines, squash, write_shard
+from .prepare import BENCHMARK_LISTS, TRAIN_MIX, canonical_formulas, overlap_key, read_lines, squash, write_shard
 from .render import RenderStyle, render
 
 logger = logging.getLogger(__name__)
@@ -109,12 +109,12 @@ def generalization_formulas(root: Path, exclude: set[str], count: int, seed: int
 
 
 def dataset_formulas(dataset: Path) -> set[str]:
-    """The whitespace-free form of every formula in a prepared dataset's parquet shards."""
+    """The `overlap_key` of every formula in a prepared dataset's parquet shards (built by any version)."""
     files = sorted(dataset.glob("data/*.parquet"))
     if not files:
         raise FileNotFoundError(f"no parquet shards under {dataset / 'data'}: build it with `python -m data.prepare`")
     return {
-        squash(formula)
+        overlap_key(formula)
         for path in files
         for formula in pq.read_table(path, columns=["formula"])["formula"].to_pylist()
     }
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"formula folder {args.formulas} does not exist")
 
     exclude = dataset_formulas(args.dataset)
-    exclude |= {squash(line) for name in BENCHMARK_LISTS.values() for line in read_lines(args.formulas, [name])}
+    exclude |= {overlap_key(line) for name in BENCHMARK_LISTS.values() for line in read_lines(args.formulas, [name])}
     formulas = generalization_formulas(args.formulas, exclude, args.count, args.seed)
     results = render([formula for formula, _ in formulas], style=generalization_style, workers=args.workers)
 

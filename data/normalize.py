@@ -427,6 +427,12 @@ def _brace(item: object) -> Node:
     return item if isinstance(item, list) and not isinstance(item, _Flat) else [item]
 
 
+def _with_arguments(items: Node, i: int) -> tuple[Node, int]:
+    """The `_ARGUMENT_COUNTS` command at ``items[i]`` followed by its arguments, each braced, and the index after."""
+    count = _ARGUMENT_COUNTS[items[i]]
+    return [items[i], *(_brace(a) for a in items[i + 1 : i + 1 + count])], i + 1 + count
+
+
 def _brace_arguments(items: Node) -> Node:
     """Write the arguments of scripts and of `_ARGUMENT_COUNTS` commands braced, and primes as superscripts, as
     im2latex-100k does (``x ^ { 2 }``, ``\\bar { K }``, ``x ^ { \\prime }``); TeX renders both forms the same:
@@ -452,17 +458,14 @@ def _brace_arguments(items: Node) -> Node:
                 i += 2
             out += ["^", primes]
         elif item in ("^", "_") and i < len(items) and items[i] not in ("^", "_", "'"):
-            argument = items[i]
-            i += 1
-            if isinstance(argument, str) and argument in _ARGUMENT_COUNTS:
-                count = _ARGUMENT_COUNTS[argument]
-                argument = [argument, *(_brace(a) for a in items[i : i + count])]
-                i += count
-            out += [item, _brace(argument)]
+            if isinstance(items[i], str) and items[i] in _ARGUMENT_COUNTS:
+                argument, i = _with_arguments(items, i)
+            else:
+                argument, i = _brace(items[i]), i + 1
+            out += [item, argument]
         elif isinstance(item, str) and item in _ARGUMENT_COUNTS:
-            count = _ARGUMENT_COUNTS[item]
-            out += [item, *(_brace(a) for a in items[i : i + count])]
-            i += count
+            command, i = _with_arguments(items, i - 1)
+            out += command
         else:
             out.append(item)
     return out

@@ -66,10 +66,14 @@ FEATURES = Features(
 
 
 def squash(formula: str) -> str:
-    """The comparison key for overlap checks: the formula's canonical form (`data.normalize.canonical`) with all
-    whitespace removed, so that a raw benchmark line, a formula normalised now and one normalised by an older
-    version of `data.normalize` (a built dataset) compare alike."""
-    return "".join(canonical(formula).split())
+    """The comparison key for overlap checks of a formula already in the canonical form: it without whitespace."""
+    return "".join(formula.split())
+
+
+def overlap_key(formula: str) -> str:
+    """`squash` of a formula in any form: a raw benchmark line, or one normalised by an older version of
+    `data.normalize` (a built dataset), compares alike with one normalised now."""
+    return squash(canonical(formula))
 
 
 def read_lines(root: Path, patterns: list[str]) -> Iterator[str]:
@@ -203,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         split: [line for line in read_lines(args.formulas, [name]) if line.strip()][: args.max_eval]
         for split, name in BENCHMARK_LISTS.items()
     }
-    benchmark_keys = {squash(formula) for formulas in benchmark.values() for formula in formulas}
+    benchmark_keys = {overlap_key(formula) for formulas in benchmark.values() for formula in formulas}
     train, selection_skipped = training_formulas(args.formulas, benchmark_keys, args.max_train, args.seed)
     summary["train_lines_skipped"] = dict(selection_skipped)
     if args.coverage:

@@ -201,8 +201,8 @@ class Im2LatexForConditionalGeneration(VisionEncoderDecoderModel):
     def _reorder_cache(self, past_key_values, beam_idx: torch.LongTensor):
         """Beam search's cache reordering (the hook `generate` calls at each step), for the decoder's self-attention
         cache only. Every beam of an image attends to the same encoder output, so the cross-attention cache reads
-        the same whatever the reordering; copying it at each step took 60 % of the time of beam search at batch 32
-        on a CPU (`python -m bench.predict_latency`)."""
+        the same whatever the reordering; copying it at each step took 62 % of the time of beam search at batch 32
+        on a CPU (torch profiler; `python -m bench.predict_latency` measures the speed)."""
         if isinstance(past_key_values, EncoderDecoderCache):
             past_key_values.self_attention_cache.reorder_cache(beam_idx)
         else:

@@ -13,7 +13,13 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 
 from data.collator import FormulaCollator
-from data.dataset import ProcessFormulas, SizeSortedPools, load_formula_dataset, size_sorted_stream
+from data.dataset import (
+    ProcessFormulas,
+    SizeSortedPools,
+    load_formula_dataset,
+    size_sorted_stream,
+    with_canonical_formulas,
+)
 
 TINY_DATASET = Path(__file__).parent / "fixtures" / "tiny_dataset"
 
@@ -135,12 +141,16 @@ def test_process_formulas_labels_end_with_eos(tiny_processor, batch):
         assert pixels.ndim == 2  # unpadded: the collator pads
 
 
-def test_process_formulas_labels_are_the_canonical_form(tiny_processor, batch):
+def test_labels_are_the_canonical_form(tiny_processor, batch):
     """Labels follow the current normalisation whatever form the dataset stores (an older build, a raw list)."""
     tokenizer = tiny_processor.tokenizer
-    raw = {**batch, "formula": ["x^2+\\frac12", "f'(x)", "a _ b"][: len(batch["formula"])]}
-    labels = ProcessFormulas(tiny_processor, max_label_length=128)(raw)["labels"]
-    decoded = [tokenizer.decode(ids, skip_special_tokens=True) for ids in labels]
+    formulas = ["x^2+\\frac12", "f'(x)", "a _ b"][: len(batch["formula"])]
+    features = Features({"image": Image(), "formula": Value("string")})
+    raw = Dataset.from_dict({"image": batch["image"], "formula": formulas}, features=features)
+    dataset = with_canonical_formulas(raw)
+    assert [image.size for image in dataset["image"]] == [image.size for image in batch["image"]]
+    dataset.set_transform(ProcessFormulas(tiny_processor, max_label_length=128))
+    decoded = [tokenizer.decode(ids, skip_special_tokens=True) for ids in dataset[:]["labels"]]
     assert decoded == ["x ^ { 2 } + \\frac { 1 } { 2 }", "f ^ { \\prime } ( x )", "a _ { b }"][: len(decoded)]
 
 
