@@ -10,7 +10,7 @@ Tokenisation
     becomes ``1 2``. ``\begin{name}`` / ``\end{name}`` are one token each. ``\left`` / ``\right`` /
     ``\middle`` are glued to their delimiter (``\left(``, ``\right\}``, ``\left.``). Spaces are dropped,
     except inside text-mode arguments (``\text``, ``\mbox``, ...) where a run of spaces is visible and becomes
-    ``~``. Control space is written ``\`` followed by the separating space, as im2latex writes it.
+    ``~``, as control space does (see Merges).
     ``%`` starts a comment up to the end of the line.
 
 Merges (only forms that render identically under our preamble, which loads amsmath and amssymb)
@@ -23,14 +23,23 @@ Merges (only forms that render identically under our preamble, which loads amsma
       ``\operatorname* { l i m }`` (amsmath defines them exactly so).
     * ``a \over b`` -> ``\frac { a } { b }``, ``\choose`` -> ``\binom``; ``\dfrac`` -> ``{ \displaystyle
       \frac .. }``, ``\tfrac`` -> ``{ \textstyle \frac .. }`` (their amsmath definitions);
-      ``{\rm ab}`` -> ``{ \mathrm { a b } }`` (im2latex has no ``\rm``).
+      LaTeX2e's old font switches become the commands it defines them as, over the rest of their group (or up to the
+      ``\right``, ``\middle``, ``&``, ``\\`` or ``\end`` that ends their implicit group): ``{\cal D}`` ->
+      ``\mathcal { D }``, ``{\bf x}`` -> ``\mathbf { x }``, ``{\rm ab}`` -> ``\mathrm { a b }``, likewise
+      ``\it``, ``\sf``, ``\tt`` (math mode only: in a text-mode argument they are text switches).
+    * Braces around one ordinary atom are dropped (``_drop_redundant_groups``): ``{ x }`` -> ``x``,
+      ``{ \alpha }`` -> ``\alpha``, ``{ \tilde { x } }`` -> ``\tilde { x }``, ``{ \mathcal { D } } _ { i }`` ->
+      ``\mathcal { D } _ { i }`` (LaTeX2e writes a math alphabet as a group itself). Kept where TeX renders the
+      two differently or where the group may be an argument: ``{ x } ^ { 2 }``, ``{ \tilde { x } } _ { 1 }``,
+      ``{ }``, ``{ , }``, a group after another group or after a command not known to take no argument.
+    * ``\ast`` -> ``*`` (math mode's ``*`` is ``\ast``); control space -> ``~`` (both are an interword space).
     * ``pmatrix``/``bmatrix``/``Bmatrix``/``vmatrix``/``Vmatrix`` -> ``\left( \begin{matrix} .. \end{matrix}
       \right)`` and so on (amsmath's definition). In every tabular environment each cell is braced and every
       row ends with ``\\``, as im2latex writes arrays.
     * Not merged, because they do not render identically in general: ``\left(`` vs ``(`` (``\left`` sizes to
       its content), ``\dots`` vs ``\ldots``/``\cdots``, ``\cdot`` vs ``\cdotp``, ``\iff`` vs
-      ``\Longleftrightarrow``, ``\mbox`` vs ``\textrm``. Not merged because im2latex-100k uses both forms
-      a lot and the merge would restructure groups: ``\cal``/``\mathcal``, ``\bf``/``\mathbf``.
+      ``\Longleftrightarrow``, ``\mbox`` vs ``\textrm``, ``\bar`` vs ``\overline``, ``\mathrm`` vs
+      ``\operatorname``.
     * Single-token arguments are braced, and primes written as superscripts, as im2latex-100k writes 99.8 % of
       script arguments, 98 % of accent arguments and 97 % of primes: ``x ^ 2`` -> ``x ^ { 2 }``,
       ``\frac 1 2`` -> ``\frac { 1 } { 2 }``, ``\bar K`` -> ``\bar { K }``, ``x ' '`` ->
@@ -38,14 +47,14 @@ Merges (only forms that render identically under our preamble, which loads amsma
       arguments, where ``'`` is an apostrophe.
 
 Spacing (a total rule: every spacing command is in exactly one of the tables below; nothing else is spacing)
-    * kept as written (``_SPACING_KEEP``): ``\,`` ``\:`` ``\;`` ``\!`` ``\quad`` ``\qquad`` ``~`` control
-      space, ``\enspace`` ``\enskip`` ``\hspace{..}`` ``\vspace{..}`` ``\kern`` ``\mkern`` ``\hskip``
+    * kept as written (``_SPACING_KEEP``): ``\,`` ``\:`` ``\;`` ``\!`` ``\quad`` ``\qquad`` ``~``
+      ``\enspace`` ``\enskip`` ``\hspace{..}`` ``\vspace{..}`` ``\kern`` ``\mkern`` ``\hskip``
       ``\mskip`` ``\mspace`` ``\hfill`` ``\hfil`` ``\hss`` ``\smallskip`` ``\medskip`` ``\bigskip``
       ``\vskip`` ``\negmedspace`` ``\negthickspace`` ``\phantom`` ``\hphantom`` ``\vphantom`` ``\strut``
       ``\mathstrut`` ``\/``;
     * aliased (``_SPACING_ALIASES``): ``\>`` ``\medspace``->``\:``, ``\thinspace``->``\,``,
       ``\thickspace``->``\;``, ``\negthinspace``->``\!``, ``\hspace*``->``\hspace``,
-      ``\vspace*``->``\vspace``, ``\nobreakspace``->``~``, ``\space``->control space;
+      ``\vspace*``->``\vspace``, ``\nobreakspace``, ``\space`` and control space->``~``;
     * dropped, invisible in a single formula (``_DROP``): ``\nonumber`` ``\notag`` ``\allowbreak``
       ``\nobreak`` ``\nolinebreak`` ``\linebreak`` ``\pagebreak`` ``\displaybreak`` ``\break``
       ``\newline`` ``\noindent`` ``\relax``; with their argument: ``\label{..}`` ``\tag{..}`` ``\tag*{..}``.
@@ -59,8 +68,9 @@ unbalanced braces, ``\begin``/``\end`` mismatches, ``\left`` without a delimiter
 ``\left``/``\right``. An empty or all-comment formula normalises to ``""``.
 
 Invariants (tests/test_normalize.py): ``normalize`` is idempotent, and leaves an im2latex-100k validation or
-test line unchanged except for these documented exceptions (8.2% of lines: 1,478 of 17,919): lines with a
-single-token argument or a prime that gets braced (about 4%), lines using a non-canonical alias above
+test line unchanged except for these documented exceptions (30.8% of lines: 5,525 of 17,919): lines with an old
+font switch, a redundant group, ``\ast`` or control space (merged above), lines with a single-token argument or
+a prime that gets braced (about 4%), lines using a non-canonical alias above
 (``\to``, ``\le``, ``\vert``, ``\dag``, ``\sp``, ``\left<`` ...), lines with ``\nonumber``/``\label`` (dropped),
 and lines with KaTeX artefacts that are not LaTeX tokens (``--``, ``---``, ``[object Object]`` from a broken
 ``\sqrt[n]``, ``ule`` from a mangled ``\rule``, ``cm``).
@@ -84,14 +94,14 @@ _TEXT_COMMANDS = {
     "\\textsl", "\\emph", "\\mbox", "\\hbox", "\\fbox",
 }  # fmt: skip
 _SPACING_KEEP = {
-    "\\,", "\\:", "\\;", "\\!", "\\quad", "\\qquad", "~", "\\ ", "\\enspace", "\\enskip", "\\hspace",
+    "\\,", "\\:", "\\;", "\\!", "\\quad", "\\qquad", "~", "\\enspace", "\\enskip", "\\hspace",
     "\\vspace", "\\kern", "\\mkern", "\\hskip", "\\mskip", "\\mspace", "\\hfill", "\\hfil", "\\hss",
     "\\smallskip", "\\medskip", "\\bigskip", "\\vskip", "\\negmedspace", "\\negthickspace", "\\phantom",
     "\\hphantom", "\\vphantom", "\\strut", "\\mathstrut", "\\/",
 }  # fmt: skip
 _SPACING_ALIASES = {
     "\\>": "\\:", "\\medspace": "\\:", "\\thinspace": "\\,", "\\thickspace": "\\;", "\\negthinspace": "\\!",
-    "\\hspace*": "\\hspace", "\\vspace*": "\\vspace", "\\nobreakspace": "~", "\\space": "\\ ",
+    "\\hspace*": "\\hspace", "\\vspace*": "\\vspace", "\\nobreakspace": "~", "\\space": "~", "\\ ": "~",
 }  # fmt: skip
 _DROP = {
     "\\nonumber", "\\notag", "\\allowbreak", "\\nobreak", "\\nolinebreak", "\\linebreak", "\\pagebreak",
@@ -105,7 +115,12 @@ _ALIASES = {
     "\\lbrace": "\\{", "\\rbrace": "\\}", "\\land": "\\wedge", "\\lor": "\\vee", "\\lnot": "\\neg",
     "\\gets": "\\leftarrow", "\\owns": "\\ni", "\\sp": "^", "\\sb": "_", "\\text": "\\textrm",
     "\\bgroup": "{", "\\egroup": "}",
-    "\\lt": "<", "\\gt": ">", "\\colonequals": "\\coloneqq",
+    "\\lt": "<", "\\gt": ">", "\\colonequals": "\\coloneqq", "\\ast": "*",
+}  # fmt: skip
+# LaTeX2e's old font switches: in math mode each is its new command applied to the rest of the group.
+_FONT_SWITCHES = {
+    "\\rm": "\\mathrm", "\\cal": "\\mathcal", "\\bf": "\\mathbf", "\\it": "\\mathit", "\\sf": "\\mathsf",
+    "\\tt": "\\mathtt",
 }  # fmt: skip
 _DELIMITER_ALIASES = {
     "<": "\\langle", ">": "\\rangle", "\\lvert": "|", "\\rvert": "|", "\\vert": "|", "\\lVert": "\\|",
@@ -140,6 +155,33 @@ _ARGUMENT_COUNTS = {
         1,
     ),
     **dict.fromkeys(["\\frac", "\\binom", "\\stackrel", "\\overset", "\\underset"], 2),
+}  # fmt: skip
+# Symbols of TeX's class Ord: a brace group holding only one of them renders as the symbol alone.
+_ORDINARY = {
+    "\\alpha", "\\beta", "\\gamma", "\\delta", "\\epsilon", "\\varepsilon", "\\zeta", "\\eta", "\\theta",
+    "\\vartheta", "\\iota", "\\kappa", "\\lambda", "\\mu", "\\nu", "\\xi", "\\pi", "\\varpi", "\\rho", "\\varrho",
+    "\\sigma", "\\varsigma", "\\tau", "\\upsilon", "\\phi", "\\varphi", "\\chi", "\\psi", "\\omega", "\\Gamma",
+    "\\Delta", "\\Theta", "\\Lambda", "\\Xi", "\\Pi", "\\Sigma", "\\Upsilon", "\\Phi", "\\Psi", "\\Omega",
+    "\\infty", "\\partial", "\\nabla", "\\hbar", "\\ell", "\\emptyset", "\\aleph", "\\imath", "\\jmath", "\\wp",
+    "\\Re", "\\Im", "\\forall", "\\exists", "\\neg", "\\top", "\\bot", "\\prime",
+}  # fmt: skip
+# Math alphabets: LaTeX2e writes ``\mathcal { D }`` as a group itself, so a group around it changes nothing, even
+# under scripts. Accents make an Ord atom, but a group around one moves its scripts, so only unscripted ones.
+_ALPHABETS = {
+    "\\mathrm", "\\mathbf", "\\mathit", "\\mathsf", "\\mathtt", "\\mathcal", "\\mathbb", "\\mathfrak", "\\mathscr",
+}  # fmt: skip
+_ACCENTS = {
+    "\\bar", "\\hat", "\\tilde", "\\vec", "\\dot", "\\ddot", "\\check", "\\breve", "\\acute", "\\grave",
+    "\\widehat", "\\widetilde", "\\overline", "\\underline",
+}  # fmt: skip
+# Commands known to take no argument, so that a group after one of them is not its argument.
+_NO_ARGUMENT = _ORDINARY | {
+    "\\quad", "\\qquad", "\\cdot", "\\times", "\\pm", "\\mp", "\\otimes", "\\oplus", "\\circ", "\\cup", "\\cap",
+    "\\wedge", "\\vee", "\\leq", "\\geq", "\\neq", "\\equiv", "\\sim", "\\simeq", "\\approx", "\\cong", "\\propto",
+    "\\in", "\\ni", "\\subset", "\\subseteq", "\\supset", "\\supseteq", "\\rightarrow", "\\leftarrow",
+    "\\Rightarrow", "\\Leftarrow", "\\leftrightarrow", "\\Leftrightarrow", "\\longrightarrow", "\\mapsto", "\\ll",
+    "\\gg", "\\perp", "\\mid", "\\sum", "\\prod", "\\int", "\\oint", "\\ldots", "\\cdots", "\\dots",
+    "\\displaystyle", "\\textstyle", "\\scriptstyle", "\\scriptscriptstyle",
 }  # fmt: skip
 _STRIPPED_ENVS = {"equation", "equation*", "displaymath", "math"}
 _RENAMED_ENVS = {
@@ -254,7 +296,9 @@ def _parse(tokens: list[str], latex: str) -> Node:
             text_depth.pop()
             continue
         if token == " ":
-            if keep_text_spaces and text_depth[-1] and not pending_text:
+            # TeX skips the spaces after a control word (``\\bf x``).
+            after_word = i > 1 and re.fullmatch(r"\\[A-Za-z]+", tokens[i - 2]) is not None
+            if keep_text_spaces and text_depth[-1] and not pending_text and not after_word:
                 stack[-1].append("~")
             continue
         if token in ("\\left", "\\right", "\\middle"):
@@ -307,16 +351,38 @@ def _rewrite_tokens(items: Node, text: bool = False) -> Node:
             second, i = _take_arg(items, i)
             args = [_transform(a) if isinstance(a, list) else a for a in (first, second) if a is not None]
             out.append([style, *_brace_arguments([command, *args])])
-        elif item == "\\rm":
-            rest = _transform(items[i:])
-            if rest:
-                out += ["\\mathrm", rest]
-            break
+        elif item in _FONT_SWITCHES and not text:
+            end = _switch_scope_end(items, i)
+            scope = _transform(items[i:end])
+            if len(scope) == 1 and type(scope[0]) is list:
+                scope = scope[0]
+            if scope:
+                out += [_FONT_SWITCHES[item], scope]
+            i = end
         elif item.startswith("\\begin{") or item.startswith("\\end{"):
             out += _rename_env(item)
         else:
             out.append(item)
     return out
+
+
+def _switch_scope_end(items: Node, i: int) -> int:
+    """Where the scope of a font switch before ``items[i]`` ends: at the end of its group, or at the ``\\right`` /
+    ``\\middle`` / ``\\end`` / ``&`` / ``\\\\`` that closes the implicit group it is in."""
+    depth = 0
+    for j in range(i, len(items)):
+        token = items[j]
+        if not isinstance(token, str):
+            continue
+        if _is_glued(token, "\\left") or token.startswith("\\begin{"):
+            depth += 1
+        elif _is_glued(token, "\\right") or token.startswith("\\end{"):
+            if depth == 0:
+                return j
+            depth -= 1
+        elif depth == 0 and (token in ("&", "\\\\") or _is_glued(token, "\\middle")):
+            return j
+    return len(items)
 
 
 def _rename_env(token: str) -> list:
@@ -471,6 +537,46 @@ def _brace_arguments(items: Node) -> Node:
     return out
 
 
+def _is_argument(before: object) -> bool:
+    """True when a group after `before` may be an argument: after a script sign, a group, ``]``, a command that is
+    not known to take no argument, or ``\\begin`` of an environment that takes one."""
+    if isinstance(before, list):
+        return True
+    if before in ("^", "_", "]") or before in {f"\\begin{{{env}}}" for env in _ENV_ARGS}:
+        return True
+    return re.fullmatch(r"\\[A-Za-z]+\*?", before) is not None and before not in _NO_ARGUMENT
+
+
+def _drop_redundant_groups(items: Node) -> Node:
+    """Write a brace group that holds one ordinary atom without its braces where TeX renders both the same, in the
+    whole normalised tree: ``{ x }`` -> ``x``, ``{ \\alpha }`` -> ``\\alpha``, ``{ \\bar { x } }`` -> ``\\bar { x }``,
+    ``{ \\mathcal { D } } _ { i }`` -> ``\\mathcal { D } _ { i }``. Kept: groups that may be an argument
+    (`_is_argument`, judged on the output so far, which keeps the pass idempotent), tabular cells, text-mode
+    arguments, and groups of a symbol or accent under scripts (``{ x } ^ { 2 }``: TeX places scripts on a group
+    and on a symbol differently)."""
+    out: Node = []
+    for k, item in enumerate(items):
+        if isinstance(item, _Flat):  # an environment: its cells stay groups, their contents are processed
+            out.append(_Flat(_drop_redundant_groups(c) if type(c) is list else c for c in item))
+            continue
+        if type(item) is not list:
+            out.append(item)
+            continue
+        before = out[-1] if out else None
+        if isinstance(before, str) and before in _TEXT_COMMANDS:
+            out.append(item)
+            continue
+        item = _drop_redundant_groups(item)
+        scripted = k + 1 < len(items) and items[k + 1] in ("^", "_", "'")
+        symbol = len(item) == 1 and isinstance(item[0], str) and not scripted
+        symbol = symbol and (len(item[0]) == 1 and item[0].isalnum() or item[0] in _ORDINARY)
+        pair = len(item) == 2 and type(item[1]) is list and isinstance(item[0], str)
+        pair = pair and (item[0] in _ALPHABETS or item[0] in _ACCENTS and not scripted)
+        redundant = (symbol or pair) and (before is None or not _is_argument(before))
+        out += item if redundant else [item]
+    return out
+
+
 def _transform(items: Node, text: bool = False) -> Node:
     """Normalise one brace group; `text`: the group is a text-mode argument, where ``'`` and ``^`` are plain."""
     items = _rewrite_tokens(items, text)
@@ -512,7 +618,7 @@ def normalize(latex: str) -> str:
     """
     tokens = tokenize(_strip_wrappers(latex))
     try:
-        tree = _transform(_parse(tokens, latex))
+        tree = _drop_redundant_groups(_transform(_parse(tokens, latex)))
     except LatexNormalizationError as error:
         if "formula" in str(error):
             raise

@@ -15,12 +15,19 @@ EXCEPTION_TOKENS = {
 }  # fmt: skip
 
 
+# The merges that change tokens without a token in EXCEPTION_TOKENS: old font switches, ``\\ast``, control space.
+SKELETON_MERGES = {
+    "'": "\\prime", "\\cal": "\\mathcal", "\\bf": "\\mathbf", "\\it": "\\mathit", "\\sf": "\\mathsf",
+    "\\tt": "\\mathtt", "\\rm": "\\mathrm", "\\ast": "*", "\\": "~",
+}  # fmt: skip
+
+
 def only_braced(line: str, normalized: str) -> bool:
-    """True when `normalized` differs from `line` only by braces and by primes written as superscripts (``x '`` ->
-    ``x ^ { \\prime }``): the single-token arguments and primes that normalize braces (the module docstring)."""
+    """True when `normalized` differs from `line` only by braces, by primes written as superscripts (``x '`` ->
+    ``x ^ { \\prime }``) and by the token merges of `SKELETON_MERGES` (the module docstring)."""
 
     def skeleton(text: str) -> list[str]:
-        return ["\\prime" if token == "'" else token for token in text.split() if token not in ("{", "}", "^")]
+        return [SKELETON_MERGES.get(token, token) for token in text.split() if token not in ("{", "}", "^")]
 
     return skeleton(line) == skeleton(normalized)
 
@@ -31,7 +38,13 @@ def only_braced(line: str, normalized: str) -> bool:
         ("\\frac{a}{b}", "\\frac { a } { b }"),
         ("$$ x^2 \\over y+1 $$", "\\frac { x ^ { 2 } } { y + 1 }"),
         ("\\mathrm{max}_{i} 12", "\\mathrm { m a x } _ { i } 1 2"),
-        ("{\\rm max} \\sin x", "{ \\mathrm { m a x } } \\operatorname { s i n } x"),
+        ("{\\rm max} \\sin x", "\\mathrm { m a x } \\operatorname { s i n } x"),
+        # Old font switches, redundant groups, \ast and control space: forms that render identically.
+        ("{\\cal D}_i + {\\bf x} = \\alpha {\\cal L}", "\\mathcal { D } _ { i } + \\mathbf { x } = \\alpha \\mathcal { L }"),
+        ("{ \\bf a \\over b } + {\\tilde{x}} {y}", "\\mathbf { \\frac { a } { b } } + \\tilde { x } { y }"),
+        ("{x}^2 + {x} + y{\\alpha} {\\tilde{x}}_1", "{ x } ^ { 2 } + x + y \\alpha { \\tilde { x } } _ { 1 }"),
+        ("\\sqrt{x} \\frac{a}{b} \\mathcal{{D}} \\left( {x} \\right) {}_a", "\\sqrt { x } \\frac { a } { b } \\mathcal { D } \\left( x \\right) { } _ { a }"),
+        ("\\mbox{\\bf a b} x^\\ast x\\ y~z", "\\mbox { \\bf a ~ b } x ^ { * } x ~ y ~ z"),
         ("\\lim_{x\\to0}", "\\operatorname* { l i m } _ { x \\rightarrow 0 }"),
         ("\\liminf a", "\\operatorname* { l i m \\, i n f } a"),
         ("\\dfrac12", "{ \\displaystyle \\frac { 1 } { 2 } }"),
@@ -42,7 +55,7 @@ def only_braced(line: str, normalized: str) -> bool:
         ("\\left (x\\right> \\left\\lbrace\\right.", "\\left( x \\right\\rangle \\left\\{ \\right."),
         ("\\le \\ne \\ge \\dag \\vert", "\\leq \\neq \\geq \\dagger |"),
         ("\\text{if } x", "\\textrm { i f ~ } x"),
-        ("\\hspace*{1cm} \\> \\thinspace x\\ y", "\\hspace { 1 c m } \\: \\, x \\ y"),
+        ("\\hspace*{1cm} \\> \\thinspace x\\ y", "\\hspace { 1 c m } \\: \\, x ~ y"),
         ("\\begin{equation} a=b \\label{eq:1} \\tag{3} \\nonumber \\end{equation}", "a = b"),
         ("a % comment\n+ b", "a + b"),
         (
@@ -86,7 +99,7 @@ def test_canonical_lines_unchanged_except_documented(formulas_dir, split: str) -
     changed = [(line, normalize(line)) for line in lines if normalize(line) != line.strip()]
     unexplained = [pair for pair in changed if not EXCEPTION_TOKENS & set(pair[0].split()) and not only_braced(*pair)]
     assert unexplained == []
-    assert len(changed) / len(lines) < 0.09
+    assert len(changed) / len(lines) < 0.32
 
 
 def test_idempotent_on_raw_lists(formulas_dir) -> None:
