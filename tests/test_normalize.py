@@ -45,6 +45,12 @@ def only_braced(line: str, normalized: str) -> bool:
         ("{x}^2 + {x} + y{\\alpha} {\\tilde{x}}_1", "{ x } ^ { 2 } + x + y \\alpha { \\tilde { x } } _ { 1 }"),
         ("\\sqrt{x} \\frac{a}{b} \\mathcal{{D}} \\left( {x} \\right) {}_a", "\\sqrt { x } \\frac { a } { b } \\mathcal { D } \\left( x \\right) { } _ { a }"),
         ("\\mbox{\\bf a b} x^\\ast x\\ y~z", "\\mbox { \\bf a ~ b } x ^ { * } x ~ y ~ z"),
+        # A switch's scope ends where its implicit group does: at \right, \middle, &, \\ or \end.
+        ("\\left( G + \\cal F_\\mu \\right) \\bf x", "\\left( G + \\mathcal { F _ { \\mu } } \\right) \\mathbf { x }"),
+        (
+            "\\begin{array}{cc} \\bf a & b \\\\ c & \\rm d e \\end{array}",
+            "\\begin{array} { c c } { \\mathbf { a } } & { b } \\\\ { c } & { \\mathrm { d e } } \\\\ \\end{array}",
+        ),
         ("\\lim_{x\\to0}", "\\operatorname* { l i m } _ { x \\rightarrow 0 }"),
         ("\\liminf a", "\\operatorname* { l i m \\, i n f } a"),
         ("\\dfrac12", "{ \\displaystyle \\frac { 1 } { 2 } }"),
