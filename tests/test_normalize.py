@@ -40,10 +40,16 @@ def only_braced(line: str, normalized: str) -> bool:
         ("\\mathrm{max}_{i} 12", "\\mathrm { m a x } _ { i } 1 2"),
         ("{\\rm max} \\sin x", "\\mathrm { m a x } \\operatorname { s i n } x"),
         # Old font switches, redundant groups, \ast and control space: forms that render identically.
-        ("{\\cal D}_i + {\\bf x} = \\alpha {\\cal L}", "\\mathcal { D } _ { i } + \\mathbf { x } = \\alpha \\mathcal { L }"),
+        (
+            "{\\cal D}_i + {\\bf x} = \\alpha {\\cal L}",
+            "\\mathcal { D } _ { i } + \\mathbf { x } = \\alpha \\mathcal { L }",
+        ),
         ("{ \\bf a \\over b } + {\\tilde{x}} {y}", "\\mathbf { \\frac { a } { b } } + \\tilde { x } { y }"),
         ("{x}^2 + {x} + y{\\alpha} {\\tilde{x}}_1", "{ x } ^ { 2 } + x + y \\alpha { \\tilde { x } } _ { 1 }"),
-        ("\\sqrt{x} \\frac{a}{b} \\mathcal{{D}} \\left( {x} \\right) {}_a", "\\sqrt { x } \\frac { a } { b } \\mathcal { D } \\left( x \\right) { } _ { a }"),
+        (
+            "\\sqrt{x} \\frac{a}{b} \\mathcal{{D}} \\left( {x} \\right) {}_a",
+            "\\sqrt { x } \\frac { a } { b } \\mathcal { D } \\left( x \\right) { } _ { a }",
+        ),
         ("\\mbox{\\bf a b} x^\\ast x\\ y~z", "\\mbox { \\bf a ~ b } x ^ { * } x ~ y ~ z"),
         # A switch's scope ends where its implicit group does: at \right, \middle, &, \\ or \end.
         ("\\left( G + \\cal F_\\mu \\right) \\bf x", "\\left( G + \\mathcal { F _ { \\mu } } \\right) \\mathbf { x }"),
