@@ -5,8 +5,8 @@
     python evaluate.py --model models/im2latex-base --dataset datasets/im2latex-generalization --split test ...
 
 Formulas: the arXiv, books and Q&A lists, normalised like the training split, minus every formula of the built
-dataset (`--dataset`: train, validation and test) and of the im2latex-100k benchmark lists (compared with all
-whitespace removed), sampled per source in the training mix's proportions.
+dataset (`--dataset`: train, validation and test) and of the im2latex-100k benchmark lists (compared in the
+canonical form with all whitespace removed, `overlap_key`), sampled per source in the training mix's proportions.
 
 Look, chosen deterministically per image (`generalization_style`, `degrade`), each unlike the training styles:
 bold or sans-serif math and the Charter, Utopia or Bookman text fonts (training: Computer Modern, Palatino, Times
