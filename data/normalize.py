@@ -142,20 +142,6 @@ _DELIMITED_MATRICES = {
     "pmatrix": ("(", ")"), "bmatrix": ("[", "]"), "Bmatrix": ("\\{", "\\}"), "vmatrix": ("|", "|"),
     "Vmatrix": ("\\|", "\\|"),
 }  # fmt: skip
-# Commands whose arguments are braced when written as a single token (``\frac 1 2`` -> ``\frac { 1 } { 2 }``),
-# with their number of arguments; a script's unbraced argument takes a command's arguments with it.
-_ARGUMENT_COUNTS = {
-    **dict.fromkeys(
-        [
-            "\\bar", "\\hat", "\\tilde", "\\vec", "\\dot", "\\ddot", "\\dddot", "\\check", "\\breve", "\\acute",
-            "\\grave", "\\mathring", "\\widehat", "\\widetilde", "\\overline", "\\underline", "\\overrightarrow",
-            "\\overleftarrow", "\\overbrace", "\\underbrace", "\\mathrm", "\\mathbf", "\\mathit", "\\mathsf",
-            "\\mathtt", "\\mathcal", "\\mathbb", "\\mathfrak", "\\mathscr", "\\boldsymbol", "\\bm", "\\pmb",
-        ],
-        1,
-    ),
-    **dict.fromkeys(["\\frac", "\\binom", "\\stackrel", "\\overset", "\\underset"], 2),
-}  # fmt: skip
 # Symbols of TeX's class Ord: a brace group holding only one of them renders as the symbol alone.
 _ORDINARY = {
     "\\alpha", "\\beta", "\\gamma", "\\delta", "\\epsilon", "\\varepsilon", "\\zeta", "\\eta", "\\theta",
@@ -174,6 +160,18 @@ _ACCENTS = {
     "\\bar", "\\hat", "\\tilde", "\\vec", "\\dot", "\\ddot", "\\check", "\\breve", "\\acute", "\\grave",
     "\\widehat", "\\widetilde", "\\overline", "\\underline",
 }  # fmt: skip
+# Commands whose arguments are braced when written as a single token (``\frac 1 2`` -> ``\frac { 1 } { 2 }``),
+# with their number of arguments; a script's unbraced argument takes a command's arguments with it.
+_ARGUMENT_COUNTS = {
+    **dict.fromkeys(
+        _ACCENTS | _ALPHABETS | {
+            "\\dddot", "\\mathring", "\\overrightarrow", "\\overleftarrow", "\\overbrace", "\\underbrace",
+            "\\boldsymbol", "\\bm", "\\pmb",
+        },
+        1,
+    ),
+    **dict.fromkeys(["\\frac", "\\binom", "\\stackrel", "\\overset", "\\underset"], 2),
+}  # fmt: skip
 # Commands known to take no argument, so that a group after one of them is not its argument.
 _NO_ARGUMENT = _ORDINARY | {
     "\\quad", "\\qquad", "\\cdot", "\\times", "\\pm", "\\mp", "\\otimes", "\\oplus", "\\circ", "\\cup", "\\cap",
@@ -191,6 +189,8 @@ _RENAMED_ENVS = {
 }  # fmt: skip
 _ENV_ARGS = {"array": 1, "tabular": 1, "alignedat": 1, "subarray": 1, "darray": 1}
 _ROW_RULES = {"\\hline", "\\hdashline", "\\cline"}
+_BEGIN_WITH_ARGUMENT = {f"\\begin{{{env}}}" for env in _ENV_ARGS}
+_CONTROL_WORD = re.compile(r"\\[A-Za-z]+")
 _DIMENSION = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)(pt|em|ex|mm|cm|in|bp|pc|dd|cc|sp|mu)")
 _WRAPPERS = (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$"))
 
@@ -297,7 +297,7 @@ def _parse(tokens: list[str], latex: str) -> Node:
             continue
         if token == " ":
             # TeX skips the spaces after a control word (``\\bf x``).
-            after_word = i > 1 and re.fullmatch(r"\\[A-Za-z]+", tokens[i - 2]) is not None
+            after_word = i > 1 and _CONTROL_WORD.fullmatch(tokens[i - 2]) is not None
             if keep_text_spaces and text_depth[-1] and not pending_text and not after_word:
                 stack[-1].append("~")
             continue
@@ -542,9 +542,9 @@ def _is_argument(before: object) -> bool:
     not known to take no argument, or ``\\begin`` of an environment that takes one."""
     if isinstance(before, list):
         return True
-    if before in ("^", "_", "]") or before in {f"\\begin{{{env}}}" for env in _ENV_ARGS}:
+    if before in ("^", "_", "]") or before in _BEGIN_WITH_ARGUMENT:
         return True
-    return re.fullmatch(r"\\[A-Za-z]+\*?", before) is not None and before not in _NO_ARGUMENT
+    return _CONTROL_WORD.fullmatch(before.removesuffix("*")) is not None and before not in _NO_ARGUMENT
 
 
 def _drop_redundant_groups(items: Node) -> Node:
