@@ -6,7 +6,10 @@
 
 Writes OUTPUT/metrics.json (the metrics, speed and run details) and OUTPUT/predictions.jsonl (one
 `{"image", "reference", "prediction", "truncated"}` per example) and prints the metrics. `--check-compiles` renders
-every prediction with pdflatex and adds `compile_fraction` (and a `compiles` field per prediction). `--group-by FIELD`
+every prediction with pdflatex and adds `compile_fraction` (and a `compiles` field per prediction). `--image-match`
+renders the references too and adds `image_exact_match`: the share of predictions that render to exactly the
+reference's pixels, so that spellings TeX renders the same count as right (an `image_match` field per prediction;
+references that do not render are left out). `--group-by FIELD`
 also scores each value of FIELD apart (`metrics.json`'s `by`, and a table): a dataset column such as `source`, or
 `COLUMN.KEY` for a key of a column of JSON objects, such as `style.dpi` or `style.degradation` in the sets that
 `data.prepare` and `data.generalization` write. Exits with 1 when `--min-bleu` is not met, with 2 on a bad argument.
@@ -20,6 +23,7 @@ import io
 import json
 import logging
 import re
+import shutil
 import sys
 import time
 from collections import defaultdict
@@ -143,9 +147,17 @@ def natural(value: str) -> tuple:
 
 
 def score(records: list[dict]) -> dict[str, float]:
-    """The formula metrics and the share of outputs that hit the length limit (a prediction without an end token)."""
+    """The formula metrics, the share of outputs that hit the length limit (a prediction without an end token), and
+    where the records carry them the compile and image results (over the references that render)."""
     metrics = compute_formula_metrics([r["prediction"] for r in records], [r["reference"] for r in records])
-    return {**metrics, "truncated_fraction": sum(r["truncated"] for r in records) / len(records)}
+    metrics["truncated_fraction"] = sum(r["truncated"] for r in records) / len(records)
+    if "compiles" in records[0]:
+        metrics["compile_fraction"] = sum(r["compiles"] for r in records) / len(records)
+    compared = [r["image_match"] for r in records if "image_match" in r]
+    if compared:
+        metrics["image_exact_match"] = sum(compared) / len(compared)
+        metrics["image_num_samples"] = len(compared)
+    return metrics
 
 
 def score_groups(records: list[dict], field: str) -> dict[str, dict]:
@@ -187,11 +199,31 @@ def predict(model, processor, dataset: datasets.Dataset, args: argparse.Namespac
     return records
 
 
+def render_images(formulas: list[str]) -> list[PILImage.Image | None]:
+    """Each formula rendered with pdflatex in the Deng et al. look; None where it does not render."""
+    from data.render import render  # here: only these options need TeX and PyMuPDF (requirements-data.txt)
+
+    return [result.image for result in render(formulas, style="deng")]
+
+
 def compiles(predictions: list[str]) -> list[bool]:
     """Whether each prediction renders with pdflatex (the Deng et al. look)."""
-    from data.render import render  # here: only this option needs TeX and PyMuPDF (requirements-data.txt)
+    return [image is not None for image in render_images(predictions)]
 
-    return [result.image is not None for result in render(predictions, style="deng")]
+
+def compare_renders(records: list[dict]) -> None:
+    """Render each record's reference and prediction; add `compiles` to the record and, where the reference renders,
+    `image_match`: whether the two renders have the same size and pixels (pdflatex is deterministic)."""
+    references = render_images([r["reference"] for r in records])
+    predictions = render_images([r["prediction"] for r in records])
+    for record, reference, prediction in zip(records, references, predictions, strict=True):
+        record["compiles"] = prediction is not None
+        if reference is not None:
+            record["image_match"] = (
+                prediction is not None
+                and prediction.size == reference.size
+                and prediction.tobytes() == reference.tobytes()
+            )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -211,6 +243,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--check-compiles", action="store_true", help="render every prediction with pdflatex: compile_fraction"
     )
     parser.add_argument(
+        "--image-match",
+        action="store_true",
+        help="also render every reference: image_exact_match, the share of predictions rendering to the same pixels",
+    )
+    parser.add_argument(
         "--group-by",
         action="append",
         default=[],
@@ -223,6 +260,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was given but no CUDA device is available")
+    if (args.check_compiles or args.image_match) and shutil.which("pdflatex") is None:
+        flag = "--image-match" if args.image_match else "--check-compiles"
+        raise UsageError(f"{flag} renders formulas with pdflatex, which is not on PATH (install TeX: see README)")
     return args
 
 
@@ -254,13 +294,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     # 3. Score and write.
-    metrics = score(records)
-    if args.check_compiles:
+    if args.image_match:
+        compare_renders(records)
+    elif args.check_compiles:
         for record, compiled in zip(records, compiles([r["prediction"] for r in records]), strict=True):
             record["compiles"] = compiled
-        metrics["compile_fraction"] = sum(r["compiles"] for r in records) / len(records)
     metrics = {
-        **metrics,
+        **score(records),
         "num_samples": len(records),
         "num_skipped": len(dataset) - len(records),
         "split": args.split,
@@ -281,13 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(key) for key in metrics)
     for key, value in metrics.items():
         print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    columns = {"bleu": "bleu", "tes": "token_edit_similarity", "cer": "cer", "exact": "exact_match"}
+    if "image_exact_match" in metrics:
+        columns["image"] = "image_exact_match"
     for field, table in by.items():
-        print(f"\n{field:<20} {'n':>6} {'bleu':>7} {'tes':>7} {'cer':>7} {'exact':>7}")
+        print(f"\n{field:<20} {'n':>6}" + "".join(f" {name:>7}" for name in columns))
         for value, row in table.items():
-            print(
-                f"{value:<20} {row['num_samples']:>6} {row['bleu']:>7.4f} {row['token_edit_similarity']:>7.4f}"
-                f" {row['cer']:>7.4f} {row['exact_match']:>7.4f}"
-            )
+            cells = "".join(f" {row[key]:>7.4f}" if key in row else f" {'-':>7}" for key in columns.values())
+            print(f"{value:<20} {row['num_samples']:>6}{cells}")
     if args.min_bleu is not None and metrics["bleu"] < args.min_bleu:
         print(f"error: BLEU {metrics['bleu']:.4f} is below --min-bleu {args.min_bleu}", file=sys.stderr)
         return 1

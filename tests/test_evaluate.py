@@ -119,6 +119,14 @@ def test_bad_arguments_exit_2(change, message, evaluate_script, model_dir, datas
     assert not (tmp_path / "out").exists()
 
 
+def test_rendering_without_tex_exits_2(evaluate_script, model_dir, dataset_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(evaluate_script.shutil, "which", lambda name: None)
+    arguments = ["--model", str(model_dir), "--dataset", str(dataset_dir), "--output", str(tmp_path / "out")]
+    assert evaluate_script.main([*arguments, "--image-match"]) == 2
+    assert "error: --image-match renders formulas with pdflatex, which is not on PATH" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_batches_group_images_by_size(evaluate_script):
     def png(width: int, height: int) -> dict:
         buffer = io.BytesIO()
@@ -134,6 +142,27 @@ def test_batches_group_images_by_size(evaluate_script):
 def test_compile_check(evaluate_script):
     predictions = ["x ^ { 2 }", "\\frac { a", "\\input { / e t c / p a s s w d }", "\\nosuchmacro"]
     assert evaluate_script.compiles(predictions) == [True, False, False, False]
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_image_match_compares_renders(evaluate_script):
+    pairs = [
+        ("x ^ { 2 }", "x ^ { 2 }", True),
+        ("x _ { j } ^ { i }", "x ^ { i } _ { j }", True),  # other tokens, same picture
+        ("\\left| a \\right| ,", "| a | \\, ,", True),  # an Inner atom before a comma gets a thin space
+        ("a b", "a \\, b", False),  # a thin space shows
+        ("a + b", "a - b", False),
+        ("a + b", "\\frac { a", False),  # the prediction does not render
+        ("\\nosuchmacro", "a", None),  # the reference does not render: left out
+    ]
+    records = [{"reference": r, "prediction": p, "truncated": False} for r, p, _ in pairs]
+    evaluate_script.compare_renders(records)
+    assert [record.get("image_match") for record in records] == [match for *_, match in pairs]
+    assert [record["compiles"] for record in records] == [True, True, True, True, True, False, True]
+    metrics = evaluate_script.score(records)
+    assert metrics["image_exact_match"] == pytest.approx(3 / 6) and metrics["image_num_samples"] == 6
+    assert metrics["compile_fraction"] == pytest.approx(6 / 7)
+    assert "image_exact_match" not in evaluate_script.score(records[6:])  # no reference rendered
 
 
 @pytest.fixture()
@@ -198,3 +227,20 @@ def test_bad_group_by_exits_2(field, message, evaluate_script, model_dir, styled
     assert evaluate_script.main([*arguments, "--group-by", field]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_image_match_by_group(evaluate_script, model_dir, styled_dataset_dir, tmp_path, capsys):
+    output = tmp_path / "eval"
+    arguments = ["--model", str(model_dir), "--dataset", str(styled_dataset_dir), "--output", str(output)]
+    assert evaluate_script.main([*arguments, "--image-match", "--group-by", "source"]) == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    records = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
+    assert all(isinstance(record["image_match"], bool) and "compiles" in record for record in records)
+    assert metrics["image_num_samples"] == 5
+    assert metrics["image_exact_match"] == pytest.approx(sum(r["image_match"] for r in records) / 5)
+    for value, row in metrics["by"]["source"].items():
+        group = [record["image_match"] for record in records if record["source"] == value]
+        assert row["image_exact_match"] == pytest.approx(sum(group) / len(group))
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("source"))
+    assert header.split() == ["source", "n", "bleu", "tes", "cer", "exact", "image"]
