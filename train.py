@@ -52,8 +52,14 @@ class ModelArguments:
     encoder_stage_depths: list[int] = field(default_factory=lambda: [2, 2, 2])
     encoder_stage_widths: list[int] = field(default_factory=lambda: [64, 128, 256])
     max_positions: int = field(default=512, metadata={"help": "Longest label sequence the decoder can hold."})
-    image_max_height: int = 192
-    image_max_width: int = 1024
+    image_max_height: int | None = field(
+        default=None,
+        metadata={"help": "Images are scaled down to at most this height; default: a saved processor's, or 192."},
+    )
+    image_max_width: int | None = field(
+        default=None,
+        metadata={"help": "Images are scaled down to at most this width; default: a saved processor's, or 1024."},
+    )
     default_num_beams: int = field(default=4, metadata={"help": "Beams saved in the generation config."})
 
 
@@ -152,14 +158,15 @@ def main() -> None:
     # 3. Processor: a saved one, or a tokenizer trained on the training formulas
     train_formulas = list(train_ds["formula"])
     source = model_args.tokenizer_name or model_args.model_name_or_path
+    sizes = {"max_height": model_args.image_max_height, "max_width": model_args.image_max_width}
+    sizes = {name: value for name, value in sizes.items() if value is not None}
     if source is not None:
         processor = Im2LatexProcessor.from_pretrained(source)
+        if sizes:  # the saved processor with new size limits, validated as a new one's are
+            processor.image_processor = Im2LatexImageProcessor(**{**processor.image_processor.to_dict(), **sizes})
     else:
         tokenizer = train_tokenizer(train_formulas, vocab_size=model_args.vocab_size)
-        image_processor = Im2LatexImageProcessor(
-            max_height=model_args.image_max_height, max_width=model_args.image_max_width
-        )
-        processor = Im2LatexProcessor(image_processor, tokenizer)
+        processor = Im2LatexProcessor(Im2LatexImageProcessor(**sizes), tokenizer)
     tokenizer = processor.tokenizer
 
     # 4. Model, and a generation length that covers the longest training formula

@@ -97,6 +97,18 @@ def test_train_loss_is_the_mean_token_loss(trained):
     assert all(0.5 * eval_loss < loss < 1.5 * eval_loss for _, loss in train_losses(state))
 
 
+def test_fine_tuning_changes_the_image_size_limits(trained, tmp_path):
+    original, _ = trained
+    output = tmp_path / "wider"
+    args = ("--model_name_or_path", str(original), "--output_dir", str(output), "--max_steps", "1", *QUICK_EVAL)
+    done = run_train("configs/tiny.json", *args, "--image_max_width", "320")
+    assert done.returncode == 0, done.stderr[-3000:]
+    image_processor = AutoProcessor.from_pretrained(output).image_processor
+    assert (image_processor.max_width, image_processor.max_height) == (320, 64)  # tiny.json's height, kept
+    done = run_train("configs/tiny.json", *args, "--image_max_height", "4")
+    assert done.returncode != 0 and "min_height=32, max_height=4" in done.stderr
+
+
 def test_label_smoothing_trains(tmp_path):
     """With label smoothing the Trainer computes the loss from the logits and passes the model no labels, so the
     collator supplies the decoder inputs (without them the model raises)."""
