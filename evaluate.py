@@ -199,24 +199,18 @@ def predict(model, processor, dataset: datasets.Dataset, args: argparse.Namespac
     return records
 
 
-def render_images(formulas: list[str]) -> list[PILImage.Image | None]:
-    """Each formula rendered with pdflatex in the Deng et al. look; None where it does not render."""
+def check_renders(records: list[dict], compare: bool) -> None:
+    """Render each record's prediction with pdflatex in the Deng et al. look and add `compiles`; with `compare`, also
+    render its reference and add `image_match` where that renders: whether the two renders have the same size and
+    pixels (pdflatex is deterministic)."""
     from data.render import render  # here: only these options need TeX and PyMuPDF (requirements-data.txt)
 
-    return [result.image for result in render(formulas, style="deng")]
+    def images(field: str) -> list[PILImage.Image | None]:
+        return [result.image for result in render([r[field] for r in records], style="deng")]
 
-
-def compiles(predictions: list[str]) -> list[bool]:
-    """Whether each prediction renders with pdflatex (the Deng et al. look)."""
-    return [image is not None for image in render_images(predictions)]
-
-
-def compare_renders(records: list[dict]) -> None:
-    """Render each record's reference and prediction; add `compiles` to the record and, where the reference renders,
-    `image_match`: whether the two renders have the same size and pixels (pdflatex is deterministic)."""
-    references = render_images([r["reference"] for r in records])
-    predictions = render_images([r["prediction"] for r in records])
-    for record, reference, prediction in zip(records, references, predictions, strict=True):
+    predictions = images("prediction")
+    references = images("reference") if compare else [None] * len(records)
+    for record, prediction, reference in zip(records, predictions, references, strict=True):
         record["compiles"] = prediction is not None
         if reference is not None:
             record["image_match"] = (
@@ -294,11 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     # 3. Score and write.
-    if args.image_match:
-        compare_renders(records)
-    elif args.check_compiles:
-        for record, compiled in zip(records, compiles([r["prediction"] for r in records]), strict=True):
-            record["compiles"] = compiled
+    if args.check_compiles or args.image_match:
+        check_renders(records, compare=args.image_match)
     metrics = {
         **score(records),
         "num_samples": len(records),

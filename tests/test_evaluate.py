@@ -141,7 +141,10 @@ def test_batches_group_images_by_size(evaluate_script):
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
 def test_compile_check(evaluate_script):
     predictions = ["x ^ { 2 }", "\\frac { a", "\\input { / e t c / p a s s w d }", "\\nosuchmacro"]
-    assert evaluate_script.compiles(predictions) == [True, False, False, False]
+    records = [{"reference": "x", "prediction": prediction} for prediction in predictions]
+    evaluate_script.check_renders(records, compare=False)
+    assert [record["compiles"] for record in records] == [True, False, False, False]
+    assert not any("image_match" in record for record in records)
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
@@ -156,7 +159,7 @@ def test_image_match_compares_renders(evaluate_script):
         ("\\nosuchmacro", "a", None),  # the reference does not render: left out
     ]
     records = [{"reference": r, "prediction": p, "truncated": False} for r, p, _ in pairs]
-    evaluate_script.compare_renders(records)
+    evaluate_script.check_renders(records, compare=True)
     assert [record.get("image_match") for record in records] == [match for *_, match in pairs]
     assert [record["compiles"] for record in records] == [True, True, True, True, True, False, True]
     metrics = evaluate_script.score(records)
