@@ -96,6 +96,7 @@ def make_config(
     dropout: float = 0.1,
     encoder_kwargs: dict | None = None,
     max_tokens_per_column: float | None = 10.0,
+    max_token_repeats: int | None = 16,
 ) -> Im2LatexConfig:
     """Build the model configuration: encoder, TrOCR decoder and the special token ids, wired together.
 
@@ -105,6 +106,7 @@ def make_config(
         max_length: longest token sequence the decoder can hold (its position table).
         encoder_kwargs: extra [`Im2LatexEncoderConfig`] arguments; `hidden_size` defaults to `d_model`.
         max_tokens_per_column: generation length bound per encoder column of ink (None: no bound).
+        max_token_repeats: the most times generation may emit one token in a row (None: no limit).
 
     Returns:
         The configuration of a model that `Im2LatexForConditionalGeneration(config)` builds.
@@ -142,6 +144,9 @@ def make_config(
     # formulas have a median of 1.8 and a 99th percentile of 7 tokens per column; loops stop early.
     config.max_tokens_per_column = max_tokens_per_column
     config.extra_tokens = EXTRA_TOKENS
+    # A decoder that loses its place mostly repeats one spacing token (`\,` or `~`) until the length bound. Runs of
+    # more than 16 of one token are in 15 of the 149,554 training labels and in 1 of the 9,410 test references.
+    config.max_token_repeats = max_token_repeats
     return config
 
 

@@ -147,6 +147,24 @@ class InkWidthLengthBound(LogitsProcessor):
         return scores
 
 
+class TokenRepeatLimit(LogitsProcessor):
+    """Bans the token an output has just emitted `max_repeats` times in a row, so that a decoder looping on one
+    token (mostly a spacing command) has to go on with something else: the rest of the formula, or its end."""
+
+    def __init__(self, max_repeats: int):
+        if max_repeats < 1:
+            raise ValueError(f"max_repeats must be at least 1, got {max_repeats}")
+        self.max_repeats = max_repeats
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] - 1 < self.max_repeats:  # the start token is not generated
+            return scores
+        tail = input_ids[:, -self.max_repeats :]  # (batch * beams, max_repeats)
+        rows = (tail == tail[:, -1:]).all(dim=1).nonzero().squeeze(1)
+        scores[rows, tail[rows, -1]] = -math.inf
+        return scores
+
+
 def ink_columns(pixel_values: torch.Tensor, stride: int) -> torch.Tensor:
     """Encoder columns up to the last column holding ink, per image: (batch, 1, H, W) -> (batch,)."""
     has_ink = pixel_values.flatten(1, 2).amax(dim=1) > 0  # (batch, W)
@@ -187,15 +205,21 @@ class Im2LatexForConditionalGeneration(VisionEncoderDecoderModel):
 
     def generate(self, pixel_values: torch.Tensor | None = None, **kwargs):
         """`VisionEncoderDecoderModel.generate`, with each output's length bounded by its image's ink width when
-        `config.max_tokens_per_column` is set (see `InkWidthLengthBound`)."""
+        `config.max_tokens_per_column` is set (see `InkWidthLengthBound`), and no token repeated more than
+        `config.max_token_repeats` times in a row when that is set (see `TokenRepeatLimit`)."""
+        processors = list(kwargs.get("logits_processor") or [])
         per_column = getattr(self.config, "max_tokens_per_column", None)
         if pixel_values is not None and per_column:
             config = kwargs.get("generation_config") or self.generation_config
             beams = kwargs.get("num_beams") or config.num_beams or 1
             extra = getattr(self.config, "extra_tokens", EXTRA_TOKENS)
             limits = ink_columns(pixel_values, self.encoder.config.stride) * per_column + extra  # (batch,)
-            bound = InkWidthLengthBound(limits.repeat_interleave(beams), config.eos_token_id)
-            kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []), bound])
+            processors.append(InkWidthLengthBound(limits.repeat_interleave(beams), config.eos_token_id))
+        max_repeats = getattr(self.config, "max_token_repeats", None)
+        if max_repeats:
+            processors.append(TokenRepeatLimit(max_repeats))
+        if processors:
+            kwargs["logits_processor"] = LogitsProcessorList(processors)
         return super().generate(pixel_values=pixel_values, **kwargs)
 
     def _reorder_cache(self, past_key_values, beam_idx: torch.LongTensor):

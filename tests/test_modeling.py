@@ -8,6 +8,8 @@ from transformers import (
     AutoModel,
     AutoModelForImageTextToText,
     EncoderDecoderCache,
+    LogitsProcessor,
+    LogitsProcessorList,
     VisionEncoderDecoderConfig,
     VisionEncoderDecoderModel,
 )
@@ -162,6 +164,42 @@ def test_output_length_is_bounded_by_ink_width(tiny_model, tiny_processor):
         assert lengths[1] > lengths[0]
     tiny_model.config.max_tokens_per_column = None
     assert tiny_model.generate(pixel_values=pixel_values, min_new_tokens=22).shape[1] == 24
+
+
+class PreferToken(LogitsProcessor):
+    """Makes one token win every step, as in a decoder stuck in a loop."""
+
+    def __init__(self, token_id: int):
+        self.token_id = token_id
+
+    def __call__(self, input_ids, scores):
+        scores[:, self.token_id] += 1e4
+        return scores
+
+
+def longest_run(row: list[int], token_id: int) -> int:
+    longest = run = 0
+    for token in row:
+        run = run + 1 if token == token_id else 0
+        longest = max(longest, run)
+    return longest
+
+
+def test_no_token_is_repeated_more_than_max_token_repeats(tiny_model, tiny_processor):
+    token_id = tiny_processor.tokenizer.convert_tokens_to_ids("▁x")
+    assert token_id != tiny_processor.tokenizer.unk_token_id
+    pixel_values = tiny_processor(images=[formula_image(), formula_image("a/b", (120, 60))]).pixel_values
+    looping = LogitsProcessorList([PreferToken(token_id)])
+    kwargs = {"pixel_values": pixel_values, "min_new_tokens": 20, "max_new_tokens": 20, "logits_processor": looping}
+    tiny_model.config.max_token_repeats = None
+    assert (tiny_model.generate(num_beams=1, **kwargs)[:, 1:] == token_id).all()
+    tiny_model.config.max_token_repeats = 3
+    for beams in (1, 2):
+        sequences = tiny_model.generate(num_beams=beams, **kwargs)
+        assert sequences.shape[1] == 21
+        # The token still wins whenever it may: runs of exactly 3, each followed by one other token.
+        assert [longest_run(row, token_id) for row in sequences[:, 1:].tolist()] == [3, 3]
+        assert ((sequences[:, 1:] == token_id).sum(dim=1) == 15).all()
 
 
 def test_read_formulas_takes_a_list_of_end_token_ids(tiny_model, tiny_processor):
