@@ -160,9 +160,9 @@ class TokenRepeatLimit(LogitsProcessor):
         if input_ids.shape[1] - 1 < self.max_repeats:  # the start token is not generated
             return scores
         tail = input_ids[:, -self.max_repeats :]  # (batch * beams, max_repeats)
-        rows = (tail == tail[:, -1:]).all(dim=1).nonzero().squeeze(1)
-        scores[rows, tail[rows, -1]] = -math.inf
-        return scores
+        stuck = (tail == tail[:, -1:]).all(dim=1, keepdim=True)  # (batch * beams, 1)
+        banned = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, tail[:, -1:], stuck)
+        return scores.masked_fill(banned, -math.inf)  # no host sync: runs on the device as it is
 
 
 def ink_columns(pixel_values: torch.Tensor, stride: int) -> torch.Tensor:
@@ -216,7 +216,7 @@ class Im2LatexForConditionalGeneration(VisionEncoderDecoderModel):
             limits = ink_columns(pixel_values, self.encoder.config.stride) * per_column + extra  # (batch,)
             processors.append(InkWidthLengthBound(limits.repeat_interleave(beams), config.eos_token_id))
         max_repeats = getattr(self.config, "max_token_repeats", None)
-        if max_repeats:
+        if max_repeats is not None:  # 0 or less raises in TokenRepeatLimit: only None turns the limit off
             processors.append(TokenRepeatLimit(max_repeats))
         if processors:
             kwargs["logits_processor"] = LogitsProcessorList(processors)

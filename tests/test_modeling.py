@@ -200,6 +200,9 @@ def test_no_token_is_repeated_more_than_max_token_repeats(tiny_model, tiny_proce
         # The token still wins whenever it may: runs of exactly 3, each followed by one other token.
         assert [longest_run(row, token_id) for row in sequences[:, 1:].tolist()] == [3, 3]
         assert ((sequences[:, 1:] == token_id).sum(dim=1) == 15).all()
+    tiny_model.config.max_token_repeats = 0
+    with pytest.raises(ValueError, match="max_repeats must be at least 1, got 0"):
+        tiny_model.generate(num_beams=1, **kwargs)
 
 
 def test_read_formulas_takes_a_list_of_end_token_ids(tiny_model, tiny_processor):
