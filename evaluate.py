@@ -38,7 +38,7 @@ from transformers import AutoProcessor
 
 from data.dataset import load_formula_dataset
 from data.metrics import compute_formula_metrics
-from modeling import Im2LatexForConditionalGeneration, InvalidImageError
+from modeling import Im2LatexForConditionalGeneration, InvalidImageError, group_token_ids
 from modeling.inference import read_formulas
 
 logger = logging.getLogger(__name__)
@@ -242,6 +242,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also render every reference: image_exact_match, the share of predictions rendering to the same pixels",
     )
     parser.add_argument(
+        "--balanced-groups",
+        action="store_true",
+        help="keep every output's braces, \\left/\\right and \\begin/\\end balanced (the model's group_token_ids)",
+    )
+    parser.add_argument(
         "--group-by",
         action="append",
         default=[],
@@ -274,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     args.num_beams = args.num_beams or model.generation_config.num_beams or 1
+    if args.balanced_groups:
+        model.config.group_token_ids = group_token_ids(processor.tokenizer)
 
     # 2. Predict, timing preprocessing + generation + decoding (not loading).
     started = time.perf_counter()
@@ -298,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": args.dataset,
         "model": args.model,
         "num_beams": args.num_beams,
+        "balanced_groups": bool(getattr(model.config, "group_token_ids", None)),
         "seconds": round(seconds, 3),
         "formulas_per_second": len(records) / seconds if seconds > 0 else 0.0,
     }

@@ -165,6 +165,51 @@ class TokenRepeatLimit(LogitsProcessor):
         return scores.masked_fill(banned, -math.inf)  # no host sync: runs on the device as it is
 
 
+class BalancedGroups(LogitsProcessor):
+    """Keeps an output's LaTeX groups balanced, so that it can compile: a closing piece (`}`, `\\right)`,
+    `\\end{...}`) only while a group of its kind is open, and the end token only once every group is closed.
+
+    Where the end token is banned, its score goes to closing what is open: the closing pieces of the open kinds are
+    raised together until the best of them scores as the end token did. A decoder that would have ended then closes
+    its groups and ends, instead of writing on (mostly spacing commands) up to the length bound.
+
+    Depths are counted per kind, not on one stack, so `{ \\left( } \\right)` passes; a bare `\\left` or `\\right`
+    counts once a delimiter piece follows it and is never banned (see `group_token_ids`).
+    """
+
+    def __init__(self, group_token_ids: dict, vocab_size: int, eos_token_id: int | list[int]):
+        pairs = group_token_ids["pairs"]
+        self.delta = torch.zeros(len(pairs), vocab_size, dtype=torch.long)  # (kinds, vocab): +1 opens, -1 closes
+        for kind, (opening, closing) in enumerate(pairs):
+            self.delta[kind, opening] = 1
+            self.delta[kind, closing] = -1
+        self.closing = self.delta < 0
+        self.bare = torch.zeros_like(self.delta)  # counts only where a delimiter piece follows
+        for token_id, sign in zip(group_token_ids["bare"], (1, -1), strict=True):
+            if token_id is not None:
+                self.bare[group_token_ids["bare_kind"], token_id] = sign
+        self.delimiter = torch.zeros(vocab_size, dtype=torch.bool)
+        self.delimiter[group_token_ids["delimiters"]] = True
+        self.eos_token_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.delta.device != input_ids.device:
+            self.delta, self.closing, self.bare, self.delimiter = (
+                t.to(input_ids.device) for t in (self.delta, self.closing, self.bare, self.delimiter)
+            )
+        followed = torch.zeros_like(input_ids, dtype=torch.bool)  # (rows, length)
+        followed[:, :-1] = self.delimiter[input_ids[:, 1:]]
+        depth = (self.delta[:, input_ids] + self.bare[:, input_ids] * followed).sum(dim=-1)  # (kinds, rows)
+        open_closing = ((depth > 0).unsqueeze(-1) & self.closing.unsqueeze(1)).any(dim=0)  # (rows, vocab)
+        best_closing = scores.masked_fill(~open_closing, -math.inf).amax(dim=-1)  # (rows,)
+        lift = scores[:, self.eos_token_ids].amax(dim=-1) - best_closing  # (rows,): -inf or nan where none
+        lift = torch.where(torch.isfinite(lift), lift.clamp(min=0), 0.0)
+        scores = scores + lift.unsqueeze(-1) * open_closing
+        banned = ((depth <= 0).unsqueeze(-1) & self.closing.unsqueeze(1)).any(dim=0)  # (rows, vocab)
+        banned[:, self.eos_token_ids] |= (depth > 0).any(dim=0).unsqueeze(-1)
+        return scores.masked_fill(banned, -math.inf)
+
+
 def ink_columns(pixel_values: torch.Tensor, stride: int) -> torch.Tensor:
     """Encoder columns up to the last column holding ink, per image: (batch, 1, H, W) -> (batch,)."""
     has_ink = pixel_values.flatten(1, 2).amax(dim=1) > 0  # (batch, W)
@@ -205,12 +250,16 @@ class Im2LatexForConditionalGeneration(VisionEncoderDecoderModel):
 
     def generate(self, pixel_values: torch.Tensor | None = None, **kwargs):
         """`VisionEncoderDecoderModel.generate`, with each output's length bounded by its image's ink width when
-        `config.max_tokens_per_column` is set (see `InkWidthLengthBound`), and no token repeated more than
-        `config.max_token_repeats` times in a row when that is set (see `TokenRepeatLimit`)."""
+        `config.max_tokens_per_column` is set (see `InkWidthLengthBound`), no token repeated more than
+        `config.max_token_repeats` times in a row when that is set (see `TokenRepeatLimit`), and LaTeX groups kept
+        balanced when `config.group_token_ids` is set (see `BalancedGroups`)."""
         processors = list(kwargs.get("logits_processor") or [])
+        config = kwargs.get("generation_config") or self.generation_config
+        groups = getattr(self.config, "group_token_ids", None)
+        if groups:  # before the length bound, whose forced end token must win
+            processors.append(BalancedGroups(groups, self.config.decoder.vocab_size, config.eos_token_id))
         per_column = getattr(self.config, "max_tokens_per_column", None)
         if pixel_values is not None and per_column:
-            config = kwargs.get("generation_config") or self.generation_config
             beams = kwargs.get("num_beams") or config.num_beams or 1
             extra = getattr(self.config, "extra_tokens", EXTRA_TOKENS)
             limits = ink_columns(pixel_values, self.encoder.config.stride) * per_column + extra  # (batch,)

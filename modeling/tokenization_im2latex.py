@@ -5,6 +5,7 @@ Whitespace rule: runs of whitespace count as one space and leading/trailing whit
 ASCII). Characters outside printable ASCII that were not seen in training become `<unk>`.
 """
 
+import re
 import string
 from collections.abc import Iterable
 
@@ -62,6 +63,37 @@ def train_tokenizer(
         model_max_length=1024,
         clean_up_tokenization_spaces=False,
     )
+
+
+# Pieces that open or close a group, by kind, when they start a LaTeX token (`▁`). The bare `▁\left` and
+# `▁\right` also start `\leftrightharpoons` and `\rightsquigarrow`: they count only when a delimiter piece
+# follows them (`\right>` is `▁\right` then `>`).
+GROUP_PATTERNS = (
+    (r"▁\{", r"▁\}"),
+    (r"▁\\left[^a-zA-Z].*", r"▁\\right[^a-zA-Z].*"),
+    (r"▁\\begin(?![a-zA-Z]).*", r"▁\\end(?![a-zA-Z]).*"),
+)
+
+
+def group_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, list]:
+    """The ids of the pieces that open and close LaTeX groups, for `make_config`'s `group_token_ids`: braces
+    `{` `}`, `\\left(` `\\right)` (any delimiter) and `\\begin{...}` `\\end{...}`.
+
+    Returns:
+        `pairs`: one `[opening_ids, closing_ids]` per kind of group; `bare`: the ids of `▁\\left` and `▁\\right`
+        (None where the vocabulary lacks one), which open and close groups of kind `bare_kind` when one of the
+        one-symbol pieces `delimiters` follows them.
+    """
+    vocab = tokenizer.get_vocab()
+    return {
+        "pairs": [
+            [sorted(i for piece, i in vocab.items() if re.fullmatch(pattern, piece)) for pattern in pair]
+            for pair in GROUP_PATTERNS
+        ],
+        "bare": [vocab.get("▁\\left"), vocab.get("▁\\right")],
+        "bare_kind": 1,
+        "delimiters": sorted(i for piece, i in vocab.items() if len(piece) == 1 and piece in string.punctuation),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

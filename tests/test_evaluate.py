@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from datasets import Dataset
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {"bleu", "token_edit_similarity", "cer", "exact_match", "truncated_fraction"}
 RUN_KEYS = {"num_samples", "num_skipped", "split", "dataset", "model", "num_beams", "seconds", "formulas_per_second"}
+RUN_KEYS |= {"balanced_groups"}
 
 
 def run_evaluate(*arguments: str) -> subprocess.CompletedProcess:
@@ -65,6 +67,7 @@ def test_evaluate_writes_metrics_and_predictions(model_dir, dataset_dir, fixture
     metrics = json.loads((output / "metrics.json").read_text())
     assert set(metrics) == METRIC_KEYS | RUN_KEYS
     assert metrics["num_samples"] == 3 and metrics["num_skipped"] == 0 and metrics["num_beams"] == 2
+    assert metrics["balanced_groups"] is False
     assert metrics["split"] == "test" and metrics["dataset"] == str(dataset_dir) and metrics["model"] == str(model_dir)
     assert 0.0 <= metrics["bleu"] < 0.99 and 0.0 <= metrics["token_edit_similarity"] <= 1.0
     assert metrics["cer"] >= 0.0 and 0.0 <= metrics["exact_match"] <= 1.0
@@ -83,6 +86,47 @@ def test_evaluate_writes_metrics_and_predictions(model_dir, dataset_dir, fixture
 
     expected = compute_formula_metrics([r["prediction"] for r in records], [r["reference"] for r in records])
     assert {key: metrics[key] for key in expected} == pytest.approx(expected)
+
+
+def brace_depths(formula: str) -> list[int]:
+    depths, depth = [], 0
+    for token in formula.split():
+        depth += (token == "{") - (token == "}")
+        depths.append(depth)
+    return depths
+
+
+@pytest.fixture()
+def closing_model_dir(tiny_model, tiny_processor, tmp_path) -> Path:
+    """The tiny model with `}` scored twice as high as the token it writes first: it closes braces it never opened."""
+    pixel_values = tiny_processor(images=Image.new("L", (100, 40), 255)).pixel_values
+    favourite = tiny_model.generate(pixel_values=pixel_values, max_new_tokens=1)[0, 1]
+    closing = tiny_processor.tokenizer.convert_tokens_to_ids("▁}")
+    with torch.no_grad():
+        weight = tiny_model.get_output_embeddings().weight
+        weight[closing] = 2 * weight[favourite]
+    folder = tmp_path / "closing-model"
+    tiny_model.save_pretrained(folder)
+    tiny_processor.save_pretrained(folder)
+    return folder
+
+
+def test_balanced_groups_keeps_braces_balanced(closing_model_dir, dataset_dir, tmp_path):
+    config = (closing_model_dir / "config.json").read_text()
+    for flag, balanced in (([], False), (["--balanced-groups"], True)):
+        output = tmp_path / f"eval-{balanced}"
+        done = run_evaluate(
+            *("--model", str(closing_model_dir), "--dataset", str(dataset_dir), "--split", "test"),
+            *("--output", str(output), "--num-beams", "1", "--device", "cpu", *flag),
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads((output / "metrics.json").read_text())["balanced_groups"] is balanced
+        records = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
+        depths = [brace_depths(record["prediction"]) for record in records]
+        # Without the flag the model closes braces that were never opened; with it, never.
+        assert all(min(row, default=0) >= 0 for row in depths) == balanced, records
+        assert all(record["truncated"] or not row or row[-1] == 0 for record, row in zip(records, depths, strict=True))
+    assert (closing_model_dir / "config.json").read_text() == config  # the flag leaves the model folder as it was
 
 
 @pytest.fixture(scope="module")

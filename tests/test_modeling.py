@@ -19,10 +19,11 @@ from modeling import (
     Im2LatexEncoderModel,
     Im2LatexForConditionalGeneration,
     PositionalEncoding2D,
+    group_token_ids,
     make_config,
 )
 from modeling.inference import read_formulas
-from modeling.modeling_im2latex import ink_columns
+from modeling.modeling_im2latex import BalancedGroups, ink_columns
 
 
 def formula_image(text: str = "x^2 + y", size: tuple[int, int] = (200, 40)) -> Image.Image:
@@ -231,3 +232,76 @@ def test_beam_search_reorders_only_the_self_attention_cache(tiny_model, tiny_pro
     assert reordered  # the second run took the library's path, which reorders both caches
     assert torch.equal(fast.sequences, full.sequences)
     torch.testing.assert_close(fast.sequences_scores, full.sequences_scores)
+
+
+# A vocabulary of 13 pieces for BalancedGroups: 2 is the end token.
+GROUPS = {"pairs": [[[3], [4]], [[5], [6]], [[11], [12]]], "bare": [7, 8], "bare_kind": 1, "delimiters": [9]}
+OPEN, CLOSE, LEFT, RIGHT, BARE_LEFT, BARE_RIGHT, SLASH, X, BEGIN, END = 3, 4, 5, 6, 7, 8, 9, 10, 11, 12
+
+
+@pytest.mark.parametrize(
+    "generated, banned",
+    [
+        ([], {CLOSE, RIGHT, END}),  # nothing open: no closer
+        ([OPEN], {RIGHT, END, 2}),  # a brace open: no end token yet
+        ([OPEN, CLOSE, LEFT, X, RIGHT], {CLOSE, RIGHT, END}),
+        ([LEFT, BEGIN, OPEN], {2}),
+        ([BARE_LEFT, SLASH], {CLOSE, END, 2}),  # `\left/` opens a delimiter group
+        ([BARE_LEFT, X], {CLOSE, RIGHT, END}),  # `\left` then a letter: a command such as `\leftrightharpoons`
+        ([BARE_LEFT], {CLOSE, RIGHT, END}),  # not counted until the next piece says what it is
+        ([LEFT, BARE_RIGHT, SLASH], {CLOSE, RIGHT, END}),  # `\right/` closes it
+        ([OPEN, OPEN, CLOSE], {RIGHT, END, 2}),
+    ],
+)
+def test_balanced_groups_bans_closers_and_the_end_token(generated, banned):
+    for eos in (2, [2]):
+        processor = BalancedGroups(GROUPS, vocab_size=13, eos_token_id=eos)
+        input_ids = torch.tensor([[1] + generated, [1] + [X] * len(generated)])  # a second row with nothing open
+        scores = processor(input_ids, torch.zeros(2, 13))
+        assert set(torch.isinf(scores[0]).nonzero().flatten().tolist()) == banned
+        assert set(torch.isinf(scores[1]).nonzero().flatten().tolist()) == {CLOSE, RIGHT, END}
+
+
+def test_balanced_groups_gives_the_end_tokens_score_to_closing_what_is_open():
+    processor = BalancedGroups(GROUPS, vocab_size=13, eos_token_id=2)
+    scores = torch.zeros(3, 13)
+    scores[:, [2, CLOSE, RIGHT, X]] = torch.tensor([5.0, 1.0, 2.0, 3.0])
+    input_ids = torch.tensor([[1, OPEN, LEFT], [1, OPEN, X], [1, X, X]])
+    out = processor(input_ids, scores.clone())
+    assert out[0, [CLOSE, RIGHT, X]].tolist() == [4.0, 5.0, 3.0]  # both kinds raised by 3: the best reaches 5
+    assert out[1, [CLOSE, X]].tolist() == [5.0, 3.0] and torch.isinf(out[1, RIGHT])
+    assert out[2, [2, X]].tolist() == [5.0, 3.0]  # nothing open: the end token keeps its score
+    assert torch.isinf(out[:2, 2]).all()
+    scores[:, CLOSE] = 9.0  # a closing piece that already beats the end token is left as it is
+    assert processor(input_ids, scores.clone())[1, CLOSE] == 9.0
+
+
+class PreferTokens(LogitsProcessor):
+    """Makes `first` win the first `steps` steps, then the tokens `then` (in order of preference)."""
+
+    def __init__(self, first: int, steps: int, then: list[int]):
+        self.first, self.steps, self.then = first, steps, then
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[1] - 1 < self.steps:
+            scores[:, self.first] += 1e4
+        else:
+            for rank, token_id in enumerate(self.then):
+                scores[:, token_id] += 1e4 * (len(self.then) - rank)
+        return scores
+
+
+def test_generation_closes_the_groups_it_opens(tiny_model, tiny_processor):
+    tokenizer = tiny_processor.tokenizer
+    opening = tokenizer.convert_tokens_to_ids("▁{")
+    pixel_values = tiny_processor(images=[formula_image(), formula_image("a/b", (120, 60))]).pixel_values
+    # Three braces opened, then the end token preferred over everything else.
+    prefer = LogitsProcessorList([PreferTokens(opening, 3, [tokenizer.eos_token_id])])
+    kwargs = {"pixel_values": pixel_values, "max_new_tokens": 12, "logits_processor": prefer}
+    tiny_model.config.group_token_ids = None
+    texts = tokenizer.batch_decode(tiny_model.generate(num_beams=1, **kwargs), skip_special_tokens=True)
+    assert texts == ["{ { {"] * 2
+    tiny_model.config.group_token_ids = group_token_ids(tokenizer)
+    for beams in (1, 2):
+        texts = tokenizer.batch_decode(tiny_model.generate(num_beams=beams, **kwargs), skip_special_tokens=True)
+        assert texts == ["{ { { } } }"] * 2

@@ -1,8 +1,10 @@
 """The BPE LaTeX tokenizer: round trip on real formulas, special tokens, save/load."""
 
+import torch
 from transformers import AutoTokenizer
 
-from modeling import train_tokenizer
+from modeling import group_token_ids, train_tokenizer
+from modeling.modeling_im2latex import BalancedGroups
 
 
 def read_lines(path):
@@ -46,3 +48,33 @@ def test_command_line_trains_and_saves(fixture_formulas, tmp_path):
     loaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
     assert len(loaded) == 140
     assert loaded.decode(loaded(fixture_formulas[0]).input_ids, skip_special_tokens=True) == fixture_formulas[0]
+
+
+def drop_last_closing_brace(words: list[str]) -> str:
+    last = len(words) - 1 - words[::-1].index("}")
+    return " ".join(words[:last] + words[last + 1 :])
+
+
+def test_generation_could_write_every_validation_formula_with_groups_kept_balanced(formulas_dir):
+    """Every validation formula, piece by piece, is allowed by `BalancedGroups` with the tokenizer's group pieces;
+    the same formulas with their last closing brace dropped may not end."""
+    tokenizer = train_tokenizer(read_lines(formulas_dir / "im2latex-100k/train_sample.txt"), vocab_size=500)
+    groups = group_token_ids(tokenizer)
+    assert [tokenizer.convert_ids_to_tokens(ids) for ids in groups["pairs"][0]] == [["▁{"], ["▁}"]]
+    assert {"▁\\left(", "▁\\left\\{"} <= set(tokenizer.convert_ids_to_tokens(groups["pairs"][1][0]))
+    assert "▁\\leftarrow" not in tokenizer.convert_ids_to_tokens(groups["pairs"][1][0])
+    processor = BalancedGroups(groups, len(tokenizer), tokenizer.eos_token_id)
+    formulas = read_lines(formulas_dir / "im2latex-100k/validation.txt")[:1000]
+    unclosed = [drop_last_closing_brace(f.split()) for f in formulas if "}" in f.split()]
+    for texts, ends in ((formulas, True), (unclosed, False)):
+        encoded = tokenizer(texts).input_ids  # each ends with the end token
+        width = max(map(len, encoded))
+        pad = tokenizer.pad_token_id
+        ids = torch.tensor([[tokenizer.bos_token_id] + row + [pad] * (width - len(row)) for row in encoded])
+        lengths = torch.tensor([len(row) for row in encoded])
+        for step in range(1, width + 1):
+            scores = processor(ids[:, :step], torch.zeros(len(ids), len(tokenizer)))
+            banned = torch.isinf(scores.gather(1, ids[:, step : step + 1]).squeeze(1))  # the next piece's
+            inner, at_end = lengths > step, lengths == step
+            assert not banned[inner].any(), [texts[i] for i in (banned & inner).nonzero().flatten()][:3]
+            assert (banned[at_end] != ends).all()
