@@ -97,7 +97,6 @@ def make_config(
     encoder_kwargs: dict | None = None,
     max_tokens_per_column: float | None = 10.0,
     max_token_repeats: int | None = 16,
-    group_token_ids: dict | None = None,
 ) -> Im2LatexConfig:
     """Build the model configuration: encoder, TrOCR decoder and the special token ids, wired together.
 
@@ -108,8 +107,6 @@ def make_config(
         encoder_kwargs: extra [`Im2LatexEncoderConfig`] arguments; `hidden_size` defaults to `d_model`.
         max_tokens_per_column: generation length bound per encoder column of ink (None: no bound).
         max_token_repeats: the most times generation may emit one token in a row (None: no limit).
-        group_token_ids: the tokenizer's group pieces (`group_token_ids(tokenizer)`), which generation keeps
-            balanced (None: not kept).
 
     Returns:
         The configuration of a model that `Im2LatexForConditionalGeneration(config)` builds.
@@ -150,8 +147,6 @@ def make_config(
     # A decoder that loses its place mostly repeats one spacing token (`\,` or `~`) until the length bound. Runs of
     # more than 16 of one token are in 15 of the 149,554 training labels and in 1 of the 9,410 test references.
     config.max_token_repeats = max_token_repeats
-    # Every training and benchmark label is balanced, and an unbalanced reading never compiles.
-    config.group_token_ids = group_token_ids
     return config
 
 

@@ -177,9 +177,11 @@ class BalancedGroups(LogitsProcessor):
     counts once a delimiter piece follows it and is never banned (see `group_token_ids`).
     """
 
-    def __init__(self, group_token_ids: dict, vocab_size: int, eos_token_id: int | list[int]):
+    def __init__(
+        self, group_token_ids: dict, vocab_size: int, eos_token_id: int | list[int], device: torch.device | str = "cpu"
+    ):
         pairs = group_token_ids["pairs"]
-        self.delta = torch.zeros(len(pairs), vocab_size, dtype=torch.long)  # (kinds, vocab): +1 opens, -1 closes
+        self.delta = torch.zeros(len(pairs), vocab_size, dtype=torch.long, device=device)  # +1 opens, -1 closes
         for kind, (opening, closing) in enumerate(pairs):
             self.delta[kind, opening] = 1
             self.delta[kind, closing] = -1
@@ -188,15 +190,11 @@ class BalancedGroups(LogitsProcessor):
         for token_id, sign in zip(group_token_ids["bare"], (1, -1), strict=True):
             if token_id is not None:
                 self.bare[group_token_ids["bare_kind"], token_id] = sign
-        self.delimiter = torch.zeros(vocab_size, dtype=torch.bool)
+        self.delimiter = torch.zeros(vocab_size, dtype=torch.bool, device=device)
         self.delimiter[group_token_ids["delimiters"]] = True
         self.eos_token_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.delta.device != input_ids.device:
-            self.delta, self.closing, self.bare, self.delimiter = (
-                t.to(input_ids.device) for t in (self.delta, self.closing, self.bare, self.delimiter)
-            )
         followed = torch.zeros_like(input_ids, dtype=torch.bool)  # (rows, length)
         followed[:, :-1] = self.delimiter[input_ids[:, 1:]]
         depth = (self.delta[:, input_ids] + self.bare[:, input_ids] * followed).sum(dim=-1)  # (kinds, rows)
@@ -257,7 +255,8 @@ class Im2LatexForConditionalGeneration(VisionEncoderDecoderModel):
         config = kwargs.get("generation_config") or self.generation_config
         groups = getattr(self.config, "group_token_ids", None)
         if groups:  # before the length bound, whose forced end token must win
-            processors.append(BalancedGroups(groups, self.config.decoder.vocab_size, config.eos_token_id))
+            vocab_size = self.config.decoder.vocab_size
+            processors.append(BalancedGroups(groups, vocab_size, config.eos_token_id, device=self.device))
         per_column = getattr(self.config, "max_tokens_per_column", None)
         if pixel_values is not None and per_column:
             beams = kwargs.get("num_beams") or config.num_beams or 1

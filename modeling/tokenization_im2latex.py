@@ -73,6 +73,7 @@ GROUP_PATTERNS = (
     (r"▁\\left[^a-zA-Z].*", r"▁\\right[^a-zA-Z].*"),
     (r"▁\\begin(?![a-zA-Z]).*", r"▁\\end(?![a-zA-Z]).*"),
 )
+DELIMITER_KIND = 1  # the pair of GROUP_PATTERNS that the bare `▁\left` and `▁\right` open and close
 
 
 def group_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, list]:
@@ -91,7 +92,7 @@ def group_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, list]:
             for pair in GROUP_PATTERNS
         ],
         "bare": [vocab.get("▁\\left"), vocab.get("▁\\right")],
-        "bare_kind": 1,
+        "bare_kind": DELIMITER_KIND,
         "delimiters": sorted(i for piece, i in vocab.items() if len(piece) == 1 and piece in string.punctuation),
     }
 
