@@ -45,6 +45,9 @@ Merges (only forms that render identically under our preamble, which loads amsma
       ``\frac 1 2`` -> ``\frac { 1 } { 2 }``, ``\bar K`` -> ``\bar { K }``, ``x ' '`` ->
       ``x ^ { \prime \prime }`` (``_brace_arguments``; TeX renders both forms the same). Not in text-mode
       arguments, where ``'`` is an apostrophe.
+    * A subscript goes before a superscript on the same atom, as in 6,476 of the 6,480 im2latex-100k validation and
+      test lines that have both: ``x ^ { a } _ { b }`` -> ``x _ { b } ^ { a }``, ``x ' _ 1`` ->
+      ``x _ { 1 } ^ { \prime }`` (TeX attaches both to the atom, in either order).
 
 Spacing (a total rule: every spacing command is in exactly one of the tables below; nothing else is spacing)
     * kept as written (``_SPACING_KEEP``): ``\,`` ``\:`` ``\;`` ``\!`` ``\quad`` ``\qquad`` ``~``
@@ -507,7 +510,9 @@ def _brace_arguments(items: Node) -> Node:
       along);
     * ``\\frac 1 2`` -> ``\\frac { 1 } { 2 }``, ``\\bar K`` -> ``\\bar { K }``;
     * ``x ' '`` -> ``x ^ { \\prime \\prime }``, and ``x ' ^ { 2 }`` -> ``x ^ { \\prime 2 }`` (TeX's ``'`` opens
-      a superscript that a following ``^`` joins).
+      a superscript that a following ``^`` joins);
+    * a subscript written after a superscript goes first: ``x ^ { a } _ { b }`` -> ``x _ { b } ^ { a }``, ``x ' _ 1``
+      -> ``x _ { 1 } ^ { \\prime }`` (both scripts attach to the same atom, in either order).
     """
     out: Node = []
     i = 0
@@ -528,7 +533,10 @@ def _brace_arguments(items: Node) -> Node:
                 argument, i = _with_arguments(items, i)
             else:
                 argument, i = _brace(items[i]), i + 1
-            out += [item, argument]
+            if item == "_" and len(out) >= 2 and out[-2] == "^":  # the subscript goes first
+                out[-2:-2] = [item, argument]
+            else:
+                out += [item, argument]
         elif isinstance(item, str) and item in _ARGUMENT_COUNTS:
             command, i = _with_arguments(items, i - 1)
             out += command
