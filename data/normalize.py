@@ -45,9 +45,11 @@ Merges (only forms that render identically under our preamble, which loads amsma
       ``\frac 1 2`` -> ``\frac { 1 } { 2 }``, ``\bar K`` -> ``\bar { K }``, ``x ' '`` ->
       ``x ^ { \prime \prime }`` (``_brace_arguments``; TeX renders both forms the same). Not in text-mode
       arguments, where ``'`` is an apostrophe.
-    * A subscript goes before a superscript on the same atom, as in 6,476 of the 6,480 im2latex-100k validation and
-      test lines that have both: ``x ^ { a } _ { b }`` -> ``x _ { b } ^ { a }``, ``x ' _ 1`` ->
-      ``x _ { 1 } ^ { \prime }`` (TeX attaches both to the atom, in either order).
+    * A subscript goes before a superscript on the same atom: ``x ^ { a } _ { b }`` -> ``x _ { b } ^ { a }``,
+      ``x ' _ 1`` -> ``x _ { 1 } ^ { \prime }`` (TeX attaches both to the atom, in either order). im2markup's
+      normaliser writes them so (``groupTypes.supsub`` in harvardnlp/im2markup's
+      ``scripts/preprocessing/preprocess_latex.js``), and so do 6,476 of the 6,480 im2latex-100k validation and test
+      lines that have both.
 
 Spacing (a total rule: every spacing command is in exactly one of the tables below; nothing else is spacing)
     * kept as written (``_SPACING_KEEP``): ``\,`` ``\:`` ``\;`` ``\!`` ``\quad`` ``\qquad`` ``~``
@@ -71,12 +73,12 @@ unbalanced braces, ``\begin``/``\end`` mismatches, ``\left`` without a delimiter
 ``\left``/``\right``. An empty or all-comment formula normalises to ``""``.
 
 Invariants (tests/test_normalize.py): ``normalize`` is idempotent, and leaves an im2latex-100k validation or
-test line unchanged except for these documented exceptions (30.8% of lines: 5,525 of 17,919): lines with an old
+test line unchanged except for these documented exceptions (30.8% of lines: 5,526 of 17,919): lines with an old
 font switch, a redundant group, ``\ast`` or control space (merged above), lines with a single-token argument or
-a prime that gets braced (about 4%), lines using a non-canonical alias above
-(``\to``, ``\le``, ``\vert``, ``\dag``, ``\sp``, ``\left<`` ...), lines with ``\nonumber``/``\label`` (dropped),
-and lines with KaTeX artefacts that are not LaTeX tokens (``--``, ``---``, ``[object Object]`` from a broken
-``\sqrt[n]``, ``ule`` from a mangled ``\rule``, ``cm``).
+a prime that gets braced (about 4%), lines with a superscript before a subscript (4), lines using a non-canonical
+alias above (``\to``, ``\le``, ``\vert``, ``\dag``, ``\sp``, ``\left<`` ...), lines with ``\nonumber``/``\label``
+(dropped), and lines with KaTeX artefacts that are not LaTeX tokens (``--``, ``---``, ``[object Object]`` from a
+broken ``\sqrt[n]``, ``ule`` from a mangled ``\rule``, ``cm``).
 """
 
 from __future__ import annotations
