@@ -16,8 +16,10 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {"bleu", "token_edit_similarity", "cer", "exact_match", "truncated_fraction"}
-RUN_KEYS = {"num_samples", "num_skipped", "split", "dataset", "model", "num_beams", "seconds", "formulas_per_second"}
-RUN_KEYS |= {"balanced_groups"}
+RUN_KEYS = {
+    "num_samples", "num_skipped", "split", "dataset", "model", "num_beams", "balanced_groups", "seconds",
+    "formulas_per_second",
+}  # fmt: skip
 
 
 def run_evaluate(*arguments: str) -> subprocess.CompletedProcess:

@@ -13,13 +13,12 @@ def read_lines(path):
 
 
 @pytest.fixture(scope="module")
-def sample_tokenizer(formulas_dir):
+def tokenizer(formulas_dir):
     """A tokenizer trained on the im2latex-100k training sample."""
     return train_tokenizer(read_lines(formulas_dir / "im2latex-100k/train_sample.txt"), vocab_size=500)
 
 
-def test_round_trip_on_every_validation_formula(sample_tokenizer, formulas_dir):
-    tokenizer = sample_tokenizer
+def test_round_trip_on_every_validation_formula(tokenizer, formulas_dir):
     validation = read_lines(formulas_dir / "im2latex-100k/validation.txt")
     assert len(validation) > 8000
     encoded = tokenizer(validation).input_ids
@@ -62,10 +61,9 @@ def drop_last_closing_brace(words: list[str]) -> str:
     return " ".join(words[:last] + words[last + 1 :])
 
 
-def test_generation_could_write_every_validation_formula_with_groups_kept_balanced(sample_tokenizer, formulas_dir):
+def test_generation_could_write_every_validation_formula_with_groups_kept_balanced(tokenizer, formulas_dir):
     """Every validation formula, piece by piece, is allowed by `BalancedGroups` with the tokenizer's group pieces;
     the same formulas with their last closing brace dropped may not end."""
-    tokenizer = sample_tokenizer
     groups = group_token_ids(tokenizer)
     assert [tokenizer.convert_ids_to_tokens(ids) for ids in groups["pairs"][0]] == [["▁{"], ["▁}"]]
     assert {"▁\\left(", "▁\\left\\{"} <= set(tokenizer.convert_ids_to_tokens(groups["pairs"][1][0]))
