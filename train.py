@@ -11,11 +11,13 @@ import json
 import logging
 import math
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import transformers
-from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from data.augment import make_train_transform
@@ -83,9 +85,20 @@ class DataArguments:
     )
 
 
-def parse_args() -> tuple[ModelArguments, DataArguments, Seq2SeqTrainingArguments]:
+@dataclass
+class TrainingArguments(Seq2SeqTrainingArguments):
+    max_train_seconds: float | None = field(
+        default=None,
+        metadata={
+            "help": "Save a checkpoint and stop after this many seconds of training, for a machine lent for a fixed "
+            "time. The learning rate schedule still spans max_steps."
+        },
+    )
+
+
+def parse_args() -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """One JSON file of defaults (its keys are the fields below), overridden by `--field value` arguments."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqTrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     argv = sys.argv[1:]
     if argv and argv[0].endswith(".json"):
         config_path = Path(argv.pop(0))
@@ -102,6 +115,26 @@ def parse_args() -> tuple[ModelArguments, DataArguments, Seq2SeqTrainingArgument
             if action.dest in defaults:
                 action.required = False
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+class TimeBudget(TrainerCallback):
+    """Save a checkpoint and stop once `seconds` of training have passed, rather than be killed between saves."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.start: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        spent = torch.tensor(int(time.monotonic() - self.start >= self.seconds), device=args.device)
+        if torch.distributed.is_initialized():  # all processes stop at the same step, or the others would hang
+            torch.distributed.all_reduce(spent, op=torch.distributed.ReduceOp.MAX)
+        if spent:
+            logger.info("time budget of %.0f s spent at step %d: saving and stopping", self.seconds, state.global_step)
+            control.should_save = True
+            control.should_training_stop = True
 
 
 def plot_curves(log_history: list[dict], path: Path) -> None:
@@ -230,6 +263,8 @@ def main() -> None:
         processing_class=processor,
         compute_metrics=build_compute_metrics(tokenizer) if training_args.predict_with_generate else None,
     )
+    if training_args.max_train_seconds is not None:
+        trainer.add_callback(TimeBudget(training_args.max_train_seconds))
 
     # 7. Train, resuming from the last checkpoint of an interrupted run
     if training_args.do_train:

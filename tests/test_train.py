@@ -161,6 +161,19 @@ def test_resume_from_last_checkpoint(trained, tmp_path):
     assert (output / "checkpoint-9").is_dir()
 
 
+def test_time_budget_saves_and_stops(tmp_path):
+    """With --max_train_seconds 0 the budget is spent after the first step: that step is saved, then the run ends."""
+    output = tmp_path / "budget"
+    no_eval = ("--eval_strategy", "no", "--do_eval", "false", "--load_best_model_at_end", "false")
+    done = run_train("configs/tiny.json", "--output_dir", str(output), "--max_train_seconds", "0", *no_eval)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "time budget of 0 s spent at step 1: saving and stopping" in done.stdout + done.stderr
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 1 and state["max_steps"] == 30
+    assert [path.name for path in output.glob("checkpoint-*")] == ["checkpoint-1"]
+    assert (output / "model.safetensors").is_file()
+
+
 def test_gradient_accumulation_does_not_scale_the_loss(tmp_path):
     output = tmp_path / "accumulated"
     done = run_train(
@@ -230,6 +243,7 @@ def distributed(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     done = run_train(
         *("configs/tiny.json", "--use_cpu", "true", "--output_dir", str(output), "--max_steps", "4"),
         *("--eval_steps", "2", "--save_steps", "2", "--logging_steps", "1", *QUICK_EVAL),
+        *("--max_train_seconds", "3600"),  # a budget never spent: the processes agree on it every step
         launcher=(str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"),
     )
     assert done.returncode == 0, done.stderr[-3000:]
