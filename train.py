@@ -86,7 +86,8 @@ class DataArguments:
 
 
 @dataclass
-class TrainingArguments(Seq2SeqTrainingArguments):
+class BudgetArguments:
+    # Not a Seq2SeqTrainingArguments subclass: checkpoints pickle those, and a class of train.py's would not load.
     max_train_seconds: float | None = field(
         default=None,
         metadata={
@@ -96,9 +97,9 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     )
 
 
-def parse_args() -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+def parse_args() -> tuple[ModelArguments, DataArguments, Seq2SeqTrainingArguments, BudgetArguments]:
     """One JSON file of defaults (its keys are the fields below), overridden by `--field value` arguments."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqTrainingArguments, BudgetArguments))
     argv = sys.argv[1:]
     if argv and argv[0].endswith(".json"):
         config_path = Path(argv.pop(0))
@@ -166,7 +167,7 @@ def plot_curves(log_history: list[dict], path: Path) -> None:
 
 def main() -> None:
     # 1. Arguments and logging
-    model_args, data_args, training_args = parse_args()
+    model_args, data_args, training_args, budget_args = parse_args()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     # The datasets transforms need the raw `image` and `formula` columns, which are no model arguments.
@@ -263,8 +264,8 @@ def main() -> None:
         processing_class=processor,
         compute_metrics=build_compute_metrics(tokenizer) if training_args.predict_with_generate else None,
     )
-    if training_args.max_train_seconds is not None:
-        trainer.add_callback(TimeBudget(training_args.max_train_seconds))
+    if budget_args.max_train_seconds is not None:
+        trainer.add_callback(TimeBudget(budget_args.max_train_seconds))
 
     # 7. Train, resuming from the last checkpoint of an interrupted run
     if training_args.do_train:

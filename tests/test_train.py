@@ -202,10 +202,11 @@ def test_config_and_command_line_make_the_arguments(tmp_path):
     path = ROOT / "configs" / "tiny.json"
     config = json.loads(path.read_text())
     assert config["max_steps"] != 7
-    model_args, data_args, training_args = parse_train_args(
-        str(path), "--output_dir", str(tmp_path), "--max_steps", "7"
+    model_args, data_args, training_args, budget_args = parse_train_args(
+        str(path), "--output_dir", str(tmp_path), "--max_steps", "7", "--max_train_seconds", "90"
     )
     assert data_args.dataset == config["dataset"] and model_args.d_model == config["d_model"]
+    assert budget_args.max_train_seconds == 90
     assert model_args.encoder_stage_widths == config["encoder_stage_widths"]
     assert training_args.eval_steps == config["eval_steps"]
     assert training_args.max_steps == 7 and training_args.output_dir == str(tmp_path)  # the flags win

@@ -1,9 +1,8 @@
 """Corpus BLEU-4 on whitespace tokens, as im2markup scored formulas (multi-bleu.perl style), through sacrebleu."""
 
 import datasets
-from sacrebleu.metrics import BLEU
-
 import evaluate
+from sacrebleu.metrics import BLEU
 
 _DESCRIPTION = """
 Corpus BLEU-4 over LaTeX formulas in the canonical token form (tokens separated by spaces): n-grams are counted on
