@@ -28,10 +28,13 @@ Merges (only forms that render identically under our preamble, which loads amsma
       ``\mathcal { D }``, ``{\bf x}`` -> ``\mathbf { x }``, ``{\rm ab}`` -> ``\mathrm { a b }``, likewise
       ``\it``, ``\sf``, ``\tt`` (math mode only: in a text-mode argument they are text switches).
     * Braces around one ordinary atom are dropped (``_drop_redundant_groups``): ``{ x }`` -> ``x``,
-      ``{ \alpha }`` -> ``\alpha``, ``{ \tilde { x } }`` -> ``\tilde { x }``, ``{ \mathcal { D } } _ { i }`` ->
-      ``\mathcal { D } _ { i }`` (LaTeX2e writes a math alphabet as a group itself). Kept where TeX renders the
-      two differently or where the group may be an argument: ``{ x } ^ { 2 }``, ``{ \tilde { x } } _ { 1 }``,
-      ``{ }``, ``{ , }``, a group after another group or after a command not known to take no argument.
+      ``{ \alpha }`` -> ``\alpha``, ``{ \tilde { x } }`` -> ``\tilde { x }``, ``{ \sqrt { 2 } }`` ->
+      ``\sqrt { 2 }``, ``{ \mathcal { D } } _ { i }`` -> ``\mathcal { D } _ { i }`` (LaTeX2e writes a math
+      alphabet as a group itself), ``{ \frac { 1 } { 2 } } ^ { n }`` -> ``\frac { 1 } { 2 } ^ { n }`` (and a
+      fraction: amsmath's ``\frac`` and ``\binom`` are groups; ``{ a \over b }`` is the same group). Kept where
+      TeX renders the two differently or where the group may be an argument: ``{ x } ^ { 2 }``,
+      ``{ \tilde { x } } _ { 1 }``, ``{ \sqrt { 2 } } ^ { 2 }``, ``{ }``, ``{ , }``, a group after another group
+      or after a command not known to take no argument.
     * ``\ast`` -> ``*`` (math mode's ``*`` is ``\ast``); control space -> ``~`` (both are an interword space).
     * ``pmatrix``/``bmatrix``/``Bmatrix``/``vmatrix``/``Vmatrix`` -> ``\left( \begin{matrix} .. \end{matrix}
       \right)`` and so on (amsmath's definition). In every tabular environment each cell is braced and every
@@ -161,10 +164,16 @@ _ORDINARY = {
 _ALPHABETS = {
     "\\mathrm", "\\mathbf", "\\mathit", "\\mathsf", "\\mathtt", "\\mathcal", "\\mathbb", "\\mathfrak", "\\mathscr",
 }  # fmt: skip
+# LaTeX writes a fraction as a group itself (amsmath: ``\frac`` is ``{\begingroup#1\endgroup\@@over#2}``, and
+# ``\binom`` a ``\genfrac``, ``{{..}}``), so a group around one changes nothing, even under scripts: TeX makes a
+# group that holds one unscripted Ord atom that atom itself (tex.web, ``math_group``).
+_FRACTIONS = {"\\frac", "\\binom"}
 _ACCENTS = {
     "\\bar", "\\hat", "\\tilde", "\\vec", "\\dot", "\\ddot", "\\check", "\\breve", "\\acute", "\\grave",
     "\\widehat", "\\widetilde", "\\overline", "\\underline",
 }  # fmt: skip
+# An accent or a radical makes one atom that TeX spaces as Ord, but a group around one moves its scripts.
+_UNSCRIPTED_ATOMS = _ACCENTS | {"\\sqrt"}
 # Commands whose arguments are braced when written as a single token (``\frac 1 2`` -> ``\frac { 1 } { 2 }``),
 # with their number of arguments; a script's unbraced argument takes a command's arguments with it.
 _ARGUMENT_COUNTS = {
@@ -560,10 +569,10 @@ def _is_argument(before: object) -> bool:
 def _drop_redundant_groups(items: Node) -> Node:
     """Write a brace group that holds one ordinary atom without its braces where TeX renders both the same, in the
     whole normalised tree: ``{ x }`` -> ``x``, ``{ \\alpha }`` -> ``\\alpha``, ``{ \\bar { x } }`` -> ``\\bar { x }``,
-    ``{ \\mathcal { D } } _ { i }`` -> ``\\mathcal { D } _ { i }``. Kept: groups that may be an argument
-    (`_is_argument`, judged on the output so far, which keeps the pass idempotent), tabular cells, text-mode
-    arguments, and groups of a symbol or accent under scripts (``{ x } ^ { 2 }``: TeX places scripts on a group
-    and on a symbol differently)."""
+    ``{ \\mathcal { D } } _ { i }`` -> ``\\mathcal { D } _ { i }``, ``{ \\frac { a } { b } }`` ->
+    ``\\frac { a } { b }``. Kept: groups that may be an argument (`_is_argument`, judged on the output so far,
+    which keeps the pass idempotent), tabular cells, text-mode arguments, and groups of a symbol, accent or radical
+    under scripts (``{ x } ^ { 2 }``: TeX places scripts on a group and on a symbol differently)."""
     out: Node = []
     for k, item in enumerate(items):
         if isinstance(item, _Flat):  # an environment: its cells stay groups, their contents are processed
@@ -581,8 +590,10 @@ def _drop_redundant_groups(items: Node) -> Node:
         symbol = len(item) == 1 and isinstance(item[0], str) and not scripted
         symbol = symbol and (len(item[0]) == 1 and item[0].isalnum() or item[0] in _ORDINARY)
         pair = len(item) == 2 and type(item[1]) is list and isinstance(item[0], str)
-        pair = pair and (item[0] in _ALPHABETS or item[0] in _ACCENTS and not scripted)
-        redundant = (symbol or pair) and (before is None or not _is_argument(before))
+        pair = pair and (item[0] in _ALPHABETS or item[0] in _UNSCRIPTED_ATOMS and not scripted)
+        fraction = len(item) == 3 and isinstance(item[0], str) and item[0] in _FRACTIONS
+        fraction = fraction and all(type(argument) is list for argument in item[1:])
+        redundant = (symbol or pair or fraction) and (before is None or not _is_argument(before))
         out += item if redundant else [item]
     return out
 

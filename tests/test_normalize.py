@@ -1,6 +1,7 @@
 """Tests for data.normalize: canonical form, documented merges, invariants on the real formula lists."""
 
 import random
+import shutil
 
 import pytest
 
@@ -73,6 +74,16 @@ def same_skeleton(line: str, normalized: str) -> bool:
             "\\sqrt { x } \\frac { a } { b } \\mathcal { D } \\left( x \\right) { } _ { a }",
         ),
         ("\\mbox{\\bf a b} x^\\ast x\\ y~z", "\\mbox { \\bf a ~ b } x ^ { * } x ~ y ~ z"),
+        # amsmath's \frac and \binom are groups themselves (so is { a \over b }), even under scripts; a radical is
+        # not, so only an unscripted one loses its group. A group that may be an argument stays.
+        (
+            "x = {1 \\over 2} + {\\frac{a}{b}}^2 - {\\binom{n}{k}} + x^{\\frac12}",
+            "x = \\frac { 1 } { 2 } + \\frac { a } { b } ^ { 2 } - \\binom { n } { k } + x ^ { \\frac { 1 } { 2 } }",
+        ),
+        (
+            "a {\\sqrt{2}} b + {\\sqrt{x}}^2 + \\frac{1}{2}{\\frac{c}{d}}",
+            "a \\sqrt { 2 } b + { \\sqrt { x } } ^ { 2 } + \\frac { 1 } { 2 } { \\frac { c } { d } }",
+        ),
         # A switch's scope ends where its implicit group does: at \right, \middle, &, \\ or \end.
         ("\\left( G + \\cal F_\\mu \\right) \\bf x", "\\left( G + \\mathcal { F _ { \\mu } } \\right) \\mathbf { x }"),
         (
@@ -120,6 +131,29 @@ def test_normalize_examples(raw: str, expected: str) -> None:
     assert normalize(raw) == expected
 
 
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_dropped_fraction_and_radical_groups_render_the_same() -> None:
+    """The groups the canonical form drops around fractions and radicals render to the same pixels without them,
+    beside each kind of neighbour: TeX would space a bare generalised fraction as an Inner atom, but ``\\frac``
+    wraps it in a group, an Ord, as the dropped group did."""
+    pytest.importorskip("pymupdf", reason="pymupdf not installed (pip install -r requirements-data.txt)")
+    from data.render import render
+
+    raws = [
+        "2 { \\frac { 1 } { 2 } } x { \\frac { a } { b } } ( y )",
+        "a = { \\frac { a } { b } } ^ { 2 } _ { i } + { a \\over b } ^ { n } - { \\binom { n } { k } } !",
+        "\\left( { \\frac { k z } { 2 } } + 1 \\right) ^ { { \\frac { 5 } { 2 } } } , { \\frac { 1 } { 2 } } .",
+        "x { \\sqrt { 2 } } y \\int { \\sqrt { x } } d x + { \\sqrt { \\frac { a } { b } } } z",
+    ]
+    canonical_forms = [normalize(raw) for raw in raws]
+    dropped = [raw.count("{ \\") - form.count("{ \\") for raw, form in zip(raws, canonical_forms, strict=True)]
+    assert all(count > 0 for count in dropped), dropped  # each line loses groups (and gains none)
+    images = [result.image for result in render(raws + canonical_forms, style="deng", workers=1)]
+    for raw, before, after in zip(raws, images[: len(raws)], images[len(raws) :], strict=True):
+        assert before is not None and after is not None, raw
+        assert before.size == after.size and before.tobytes() == after.tobytes(), raw
+
+
 def test_tokenize_commands_and_control_symbols() -> None:
     assert tokenize("\\alpha\\,x\\\\\\operatorname*{d}") == [
         "\\alpha", "\\,", "x", "\\\\", "\\operatorname*", "{", "d", "}",
@@ -143,7 +177,9 @@ def test_canonical_lines_unchanged_except_documented(formulas_dir, split: str) -
         if not EXCEPTION_TOKENS & set(line.split()) and not same_skeleton(line, new)
     ]
     assert unexplained == []
-    assert len(changed) / len(lines) < 0.32
+    # 39 % of validation and 38 % of test lines change; dropping the groups around fractions and radicals took it
+    # from 31 % (2,643 and 2,883 lines) to 39 % and 38 % (3,311 and 3,584).
+    assert len(changed) / len(lines) < 0.40
 
 
 def test_idempotent_on_raw_lists(formulas_dir) -> None:
