@@ -28,7 +28,7 @@ accelerate launch train.py configs/base.json --dataset "$kit/data" --model_name_
   --output_dir "$run" --max_train_seconds "${TRAIN_SECONDS:-480}" "$@" 2>&1 | tee "$out/train.log" || status=$?
 # Whatever happened, bring back what there is: the final model, or else the last checkpoint's.
 if [ ! -f "$run/model.safetensors" ]; then
-  last=$(ls -d "$run"/checkpoint-* 2>/dev/null | sort -t- -k2 -n | tail -1)
+  last=$(ls -d "$run"/checkpoint-* 2>/dev/null | sort -V | tail -1)
   [ -n "$last" ] && run=$last
 fi
 [ -d "$run" ] && tar -C "$run" -cf - --exclude='checkpoint-*' --exclude='optimizer.pt' . | split -b 15m - "$out/model.tar."
