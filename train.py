@@ -129,9 +129,11 @@ class TimeBudget(TrainerCallback):
         self.start = time.monotonic()
 
     def on_step_end(self, args, state, control, **kwargs):
-        spent = torch.tensor(int(time.monotonic() - self.start >= self.seconds), device=args.device)
+        spent = time.monotonic() - self.start >= self.seconds
         if torch.distributed.is_initialized():  # all processes stop at the same step, or the others would hang
-            torch.distributed.all_reduce(spent, op=torch.distributed.ReduceOp.MAX)
+            agreed = torch.tensor(int(spent), device=args.device)
+            torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MAX)
+            spent = bool(agreed)
         if spent:
             logger.info("time budget of %.0f s spent at step %d: saving and stopping", self.seconds, state.global_step)
             control.should_save = True

@@ -32,9 +32,9 @@ Merges (only forms that render identically under our preamble, which loads amsma
       ``\sqrt { 2 }``, ``{ \mathcal { D } } _ { i }`` -> ``\mathcal { D } _ { i }`` (LaTeX2e writes a math
       alphabet as a group itself), ``{ \frac { 1 } { 2 } } ^ { n }`` -> ``\frac { 1 } { 2 } ^ { n }`` (and a
       fraction: amsmath's ``\frac`` and ``\binom`` are groups; ``{ a \over b }`` is the same group). Kept where
-      TeX renders the two differently or where the group may be an argument: ``{ x } ^ { 2 }``,
-      ``{ \tilde { x } } _ { 1 }``, ``{ \sqrt { 2 } } ^ { 2 }``, ``{ }``, ``{ , }``, a group after another group
-      or after a command not known to take no argument.
+      TeX renders the two differently or may, or where the group may be an argument: ``{ x } ^ { 2 }``,
+      ``{ \tilde { x } } _ { 1 }``, ``{ \sqrt { 2 } } ^ { 2 }`` (not shown to render the same), ``{ }``,
+      ``{ , }``, a group after another group or after a command not known to take no argument.
     * ``\ast`` -> ``*`` (math mode's ``*`` is ``\ast``); control space -> ``~`` (both are an interword space).
     * ``pmatrix``/``bmatrix``/``Bmatrix``/``vmatrix``/``Vmatrix`` -> ``\left( \begin{matrix} .. \end{matrix}
       \right)`` and so on (amsmath's definition). In every tabular environment each cell is braced and every
@@ -172,7 +172,9 @@ _ACCENTS = {
     "\\bar", "\\hat", "\\tilde", "\\vec", "\\dot", "\\ddot", "\\check", "\\breve", "\\acute", "\\grave",
     "\\widehat", "\\widetilde", "\\overline", "\\underline",
 }  # fmt: skip
-# An accent or a radical makes one atom that TeX spaces as Ord, but a group around one moves its scripts.
+# An accent or a radical makes one atom that TeX spaces as Ord. Under scripts the group stays: TeX folds a group
+# into the atom it holds only for an Ord atom (tex.web, ``math_group``), so the scripts then sit on another kind
+# of atom; three scripted radicals tried rendered the same either way, which is too few to merge them.
 _UNSCRIPTED_ATOMS = _ACCENTS | {"\\sqrt"}
 # Commands whose arguments are braced when written as a single token (``\frac 1 2`` -> ``\frac { 1 } { 2 }``),
 # with their number of arguments; a script's unbraced argument takes a command's arguments with it.

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from .prepare import write_table
+
 logger = logging.getLogger(__name__)
 
 MIB = 2**20
@@ -54,21 +56,21 @@ def pack(dataset: Path, output: Path, max_bytes: int, eval_samples: int, seed: i
     validation = pq.ParquetDataset(validation_shards).read()  # the schema keeps the features (image decoding)
     keep = sorted(random.Random(seed).sample(range(validation.num_rows), min(eval_samples, validation.num_rows)))
     validation_path = output / "data" / "validation-00000-of-00001.parquet"
-    pq.write_table(validation.take(keep), str(validation_path), compression="zstd", compression_level=19)
-    used = validation_path.stat().st_size
+    write_table(validation.take(keep), validation_path)
+    validation_bytes = used = validation_path.stat().st_size
 
+    sizes = {path: path.stat().st_size for path in train_shards}
     chosen = []
-    for path in train_shards:
-        if used + path.stat().st_size <= max_bytes:
+    for path, size in sizes.items():
+        if used + size <= max_bytes:
             shutil.copyfile(path, output / "data" / path.name)
             chosen.append(path)
-            used += path.stat().st_size
+            used += size
     if not chosen:
         shutil.rmtree(output)
-        smallest = min(path.stat().st_size for path in train_shards)
         raise ValueError(
             f"{max_bytes / MIB:.1f} MiB holds no train shard of {dataset} beside {len(keep)} validation rows "
-            f"({used / MIB:.1f} MiB; the smallest shard takes {smallest / MIB:.1f} MiB)"
+            f"({used / MIB:.1f} MiB; the smallest shard takes {min(sizes.values()) / MIB:.1f} MiB)"
         )
 
     train_rows = sum(pq.ParquetFile(path).metadata.num_rows for path in chosen)
@@ -78,10 +80,10 @@ def pack(dataset: Path, output: Path, max_bytes: int, eval_samples: int, seed: i
         "train": {
             "rows": train_rows,
             "of_rows": all_rows,
-            "bytes": sum(path.stat().st_size for path in chosen),
+            "bytes": used - validation_bytes,
             "shards": [path.name for path in chosen],
         },
-        "validation": {"rows": len(keep), "of_rows": validation.num_rows, "bytes": validation_path.stat().st_size},
+        "validation": {"rows": len(keep), "of_rows": validation.num_rows, "bytes": validation_bytes},
         "bytes": used,
     }
     (output / "pack.json").write_text(json.dumps(summary, indent=2))

@@ -27,7 +27,8 @@ done
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d "$kit/wheels" "${packages[@]}"
 
-tracked=$(git ls-files -z | xargs -0 stat -c %s | awk '{s += $1} END {print s}')
+# What travels besides the kit: tracked files, and untracked ones that git does not ignore.
+tracked=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s | awk '{s += $1} END {print s}')
 wheels=$(stat -c %s "$kit"/wheels/*.whl | awk '{s += $1} END {print s}')
 budget=$(awk -v u="$upload_mib" -v t="$tracked" -v w="$wheels" 'BEGIN {printf "%.1f", u - (t + w) / 2^20 - 1}')
 echo "tracked files $((tracked / 1024)) KiB, wheels $((wheels / 1024)) KiB: $budget MiB left for the data"
