@@ -14,6 +14,12 @@ also scores each value of FIELD apart (`metrics.json`'s `by`, and a table): a da
 `COLUMN.KEY` for a key of a column of JSON objects, such as `style.dpi` or `style.degradation` in the sets that
 `data.prepare` and `data.generalization` write. Exits with 1 when `--min-bleu` is not met, with 2 on a bad argument.
 
+`--rescore RUN/predictions.jsonl` scores a run's saved predictions again instead of reading images, for instance
+after the canonical form (`data.normalize`) changed: readings do not change with it, scores do. The run's details
+(model, dataset, speed) come from the `metrics.json` beside the file; `--group-by` takes the fields the run stored.
+
+    python evaluate.py --rescore eval/base/predictions.jsonl --output eval/base-rescored
+
 This script's name is also the name of the `evaluate` library; `data.metrics` imports the library in a way that skips
 this file (see `data.metrics._import_evaluate_library`), so import the library from there, never directly here.
 """
@@ -44,6 +50,11 @@ from modeling.inference import read_formulas
 logger = logging.getLogger(__name__)
 
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+# What metrics.json says of the run besides its scores; `--rescore` keeps these.
+RUN_DETAILS = (
+    "num_samples", "num_skipped", "split", "dataset", "model", "num_beams", "balanced_groups", "seconds",
+    "formulas_per_second",
+)  # fmt: skip
 
 
 class UsageError(Exception):
@@ -170,6 +181,31 @@ def score_groups(records: list[dict], field: str) -> dict[str, dict]:
     }
 
 
+def read_predictions(path: Path, fields: list[str]) -> tuple[list[dict], dict]:
+    """A run's saved records (`predictions.jsonl`), checked for `fields`, and the run details from its `metrics.json`
+    (without the scores, which the caller computes again)."""
+    if not path.is_file():
+        raise UsageError(f"--rescore {path}: no such file")
+    records = []
+    with open(path, encoding="utf-8") as file:
+        for number, line in enumerate(file, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UsageError(f"--rescore {path}: line {number} is not JSON ({error})") from None
+            missing = {"reference", "prediction", "truncated", *fields} - set(record)
+            if missing:
+                raise UsageError(f"--rescore {path}: line {number} has no {', '.join(sorted(missing))}")
+            records.append(record)
+    if not records:
+        raise UsageError(f"--rescore {path}: no predictions in it")
+    run = {}
+    if (path.parent / "metrics.json").is_file():
+        saved = json.loads((path.parent / "metrics.json").read_text(encoding="utf-8"))
+        run = {key: value for key, value in saved.items() if key in RUN_DETAILS}
+    return records, run
+
+
 def predict(model, processor, dataset: datasets.Dataset, args: argparse.Namespace) -> dict[int, dict]:
     """Read every image in batches of similar sizes; unreadable ones are reported and skipped.
 
@@ -222,8 +258,11 @@ def check_renders(records: list[dict], compare: bool) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="saved model folder (train.py's output) or Hub id")
-    parser.add_argument("--dataset", required=True, help="Hub id, parquet DatasetDict folder or image folder")
+    parser.add_argument("--model", help="saved model folder (train.py's output) or Hub id")
+    parser.add_argument("--dataset", help="Hub id, parquet DatasetDict folder or image folder")
+    parser.add_argument(
+        "--rescore", type=Path, metavar="PREDICTIONS", help="score a run's predictions.jsonl again (no model, no data)"
+    )
     parser.add_argument("--split", default="test", help="split to score (an image folder's only split by any name)")
     parser.add_argument("--output", type=Path, required=True, help="folder for metrics.json and predictions.jsonl")
     parser.add_argument("--num-beams", type=int, help="beams for generate (default: the model's generation config)")
@@ -254,6 +293,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also score each value of a column, or of COLUMN.KEY in a column of JSON objects (repeatable)",
     )
     args = parser.parse_args(argv)
+    if args.rescore is None and (args.model is None or args.dataset is None):
+        raise UsageError("give --model and --dataset, or --rescore PREDICTIONS")
+    if args.rescore is not None and (args.model or args.dataset or args.balanced_groups):
+        raise UsageError("--rescore scores saved predictions: it takes no --model, --dataset or --balanced-groups")
     for name in ("num_beams", "batch_size", "max_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -265,24 +308,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    # 1. Arguments, model and data: any problem here is one line and exit status 2.
-    try:
-        args = parse_args(argv)
-        check_source(args.model, "model", "config.json")
-        check_source(args.dataset, "dataset")
-        dataset = load_examples(args)
-        groups = {field: group_values(dataset, field) for field in args.group_by}
-        model, processor = load_model(args.model, args.device)
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def read_dataset(args: argparse.Namespace) -> tuple[list[dict], dict]:
+    """Load the model and the data, read every image; return the records and the run's details (`RUN_DETAILS`).
+    Raises `UsageError` for a bad model, dataset or `--group-by`, before any reading."""
+    check_source(args.model, "model", "config.json")
+    check_source(args.dataset, "dataset")
+    dataset = load_examples(args)
+    groups = {field: group_values(dataset, field) for field in args.group_by}
+    model, processor = load_model(args.model, args.device)
     args.num_beams = args.num_beams or model.generation_config.num_beams or 1
     if args.balanced_groups:
         model.config.group_token_ids = group_token_ids(processor.tokenizer)
 
-    # 2. Predict, timing preprocessing + generation + decoding (not loading).
+    # Timed: preprocessing + generation + decoding (not loading).
     started = time.perf_counter()
     readings = predict(model, processor, dataset, args)
     seconds = time.perf_counter() - started
@@ -290,15 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         for index, record in readings.items():
             record[field] = values[index]
     records = [readings[index] for index in sorted(readings)]
-    if not records:
-        print(f"error: no readable image among the {len(dataset)} examples of {args.dataset}", file=sys.stderr)
-        return 1
-
-    # 3. Score and write.
-    if args.check_compiles or args.image_match:
-        check_renders(records, compare=args.image_match)
-    metrics = {
-        **score(records),
+    run = {
         "num_samples": len(records),
         "num_skipped": len(dataset) - len(records),
         "split": args.split,
@@ -309,7 +339,33 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(seconds, 3),
         "formulas_per_second": len(records) / seconds if seconds > 0 else 0.0,
     }
-    by = {field: score_groups(records, field) for field in groups}
+    return records, run
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # 1. Arguments, then the records: read from the images by the model, or saved by an earlier run (--rescore).
+    # Any problem before the reading is one line and exit status 2.
+    try:
+        args = parse_args(argv)
+        if args.rescore is not None:
+            records, run = read_predictions(args.rescore, args.group_by)
+        else:
+            records, run = read_dataset(args)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not records:
+        print(f"error: no readable image among the {run['num_skipped']} examples of {args.dataset}", file=sys.stderr)
+        return 1
+
+    # 2. Score and write.
+    if args.check_compiles or args.image_match:
+        check_renders(records, compare=args.image_match)
+    metrics = {**score(records), **run, "num_samples": len(records)}
+    if args.rescore is not None:
+        metrics["rescored_from"] = str(args.rescore)
+    by = {field: score_groups(records, field) for field in args.group_by}
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "metrics.json").write_text(
         json.dumps({**metrics, "by": by} if by else metrics, indent=2) + "\n", encoding="utf-8"

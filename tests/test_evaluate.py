@@ -293,3 +293,62 @@ def test_image_match_by_group(evaluate_script, model_dir, styled_dataset_dir, tm
         assert row["image_exact_match"] == pytest.approx(sum(group) / len(group))
     header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("source"))
     assert header.split() == ["source", "n", "bleu", "tes", "cer", "exact", "image"]
+
+
+def test_rescore_scores_saved_predictions_again(evaluate_script, model_dir, styled_dataset_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    arguments = ["--model", str(model_dir), "--dataset", str(styled_dataset_dir), "--output", str(run)]
+    assert evaluate_script.main([*arguments, "--group-by", "source"]) == 0
+    saved = json.loads((run / "metrics.json").read_text())
+    records = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    # As if the canonical form had changed so that two readings now equal their references.
+    for record in records[:2]:
+        record["prediction"] = record["reference"]
+    (run / "predictions.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+
+    output = tmp_path / "rescored"
+    assert (
+        evaluate_script.main(
+            ["--rescore", str(run / "predictions.jsonl"), "--output", str(output), "--group-by", "source"]
+        )
+        == 0
+    )
+    metrics = json.loads((output / "metrics.json").read_text())
+
+    from data.metrics import compute_formula_metrics
+
+    expected = compute_formula_metrics([r["prediction"] for r in records], [r["reference"] for r in records])
+    assert {key: metrics[key] for key in expected} == pytest.approx(expected)
+    assert metrics["exact_match"] >= 2 / 5 and metrics["exact_match"] != saved["exact_match"]  # the edits count
+    assert {key: metrics[key] for key in RUN_KEYS} == {key: saved[key] for key in RUN_KEYS}  # the run, as it was
+    assert metrics["rescored_from"] == str(run / "predictions.jsonl")
+    for value, row in metrics["by"]["source"].items():
+        group = [record for record in records if record["source"] == value]
+        assert row["num_samples"] == len(group)
+        assert row["exact_match"] == pytest.approx(
+            compute_formula_metrics([r["prediction"] for r in group], [r["reference"] for r in group])["exact_match"]
+        )
+    assert [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()] == records
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ([], "give --model and --dataset, or --rescore PREDICTIONS"),
+        (["--rescore", "RUN", "--model", "MODEL"], "--rescore scores saved predictions: it takes no --model"),
+        (["--rescore", "MISSING"], "no such file"),
+        (["--rescore", "RUN", "--group-by", "style.dpi"], "line 1 has no style.dpi"),
+        (["--rescore", "BROKEN"], "line 2 is not JSON"),
+    ],
+)
+def test_bad_rescore_exits_2(arguments, message, evaluate_script, model_dir, tmp_path, capsys):
+    run = tmp_path / "predictions.jsonl"
+    run.write_text(json.dumps({"image": 0, "reference": "x", "prediction": "x", "truncated": False}) + "\n")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(run.read_text() + "{\n")
+    places = {"RUN": str(run), "MODEL": str(model_dir), "MISSING": str(tmp_path / "none.jsonl"), "BROKEN": str(broken)}
+    arguments = [places.get(argument, argument) for argument in arguments]
+    assert evaluate_script.main([*arguments, "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: ") and message in error
+    assert not (tmp_path / "out").exists()
