@@ -3,6 +3,8 @@
     python -m data.generalization --formulas ../shared/data/formulas --dataset datasets/im2latex \\
         --output datasets/im2latex-generalization [--count 2000]
     python evaluate.py --model models/im2latex-base --dataset datasets/im2latex-generalization --split test ...
+    python -m data.generalization --training-look-of datasets/im2latex-generalization \
+        --output datasets/im2latex-generalization-training-look
 
 Formulas: the arXiv, books and Q&A lists, normalised like the training split, minus every formula of the built
 dataset (`--dataset`: train, validation and test) and of the im2latex-100k benchmark lists (compared in the
@@ -14,6 +16,10 @@ and the tx/px fonts, normal math), 90-100 or 280-320 dpi (training: 120-240), an
 none, coloured ink on a tinted background saved as a low-quality JPEG, dark mode (light ink on a dark
 background), or blur plus noise (training sees grayscale only). `summary.json` counts the styles and
 degradations.
+
+`--training-look-of SET` renders the formulas of a built set in the training styles instead
+(`data.render.varied_style`, no degradation): a control. What a model loses between the control and the set is the
+cost of the unseen looks alone, not of the formulas.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from .prepare import BENCHMARK_LISTS, TRAIN_MIX, canonical_formulas, overlap_key, read_lines, squash, write_shard
-from .render import RenderStyle, render
+from .render import RenderStyle, render, varied_style
 
 logger = logging.getLogger(__name__)
 
@@ -120,23 +126,52 @@ def dataset_formulas(dataset: Path) -> set[str]:
     }
 
 
+def set_formulas(folder: Path) -> list[tuple[str, str]]:
+    """(formula, source) pairs of a built generalisation set, in its order."""
+    files = sorted(folder.glob("data/test-*.parquet"))
+    if not files:
+        raise FileNotFoundError(
+            f"no test shards under {folder / 'data'}: build the set with `python -m data.generalization`"
+        )
+    tables = [pq.read_table(path, columns=["formula", "source"]) for path in files]
+    return [
+        pair
+        for table in tables
+        for pair in zip(table["formula"].to_pylist(), table["source"].to_pylist(), strict=True)
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--formulas", type=Path, required=True, help="folder of formula lists (see SOURCES.md)")
-    parser.add_argument("--dataset", type=Path, required=True, help="the prepared dataset whose formulas to exclude")
+    parser.add_argument("--formulas", type=Path, help="folder of formula lists (see SOURCES.md)")
+    parser.add_argument("--dataset", type=Path, help="the prepared dataset whose formulas to exclude")
+    parser.add_argument(
+        "--training-look-of",
+        type=Path,
+        metavar="SET",
+        help="instead: render the formulas of the built set SET in the training styles (a control)",
+    )
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if not args.formulas.is_dir():
-        parser.error(f"formula folder {args.formulas} does not exist")
-
-    exclude = dataset_formulas(args.dataset)
-    exclude |= {overlap_key(line) for name in BENCHMARK_LISTS.values() for line in read_lines(args.formulas, [name])}
-    formulas = generalization_formulas(args.formulas, exclude, args.count, args.seed)
-    results = render([formula for formula, _ in formulas], style=generalization_style, workers=args.workers)
+    if args.training_look_of is not None:
+        if args.formulas is not None or args.dataset is not None:
+            parser.error("--training-look-of takes the formulas of a built set: give no --formulas or --dataset")
+        formulas, look = set_formulas(args.training_look_of), varied_style
+    else:
+        if args.formulas is None or args.dataset is None:
+            parser.error("give --formulas and --dataset (or --training-look-of SET)")
+        if not args.formulas.is_dir():
+            parser.error(f"formula folder {args.formulas} does not exist")
+        exclude = dataset_formulas(args.dataset)
+        exclude |= {
+            overlap_key(line) for name in BENCHMARK_LISTS.values() for line in read_lines(args.formulas, [name])
+        }
+        formulas, look = generalization_formulas(args.formulas, exclude, args.count, args.seed), generalization_style
+    results = render([formula for formula, _ in formulas], style=look, workers=args.workers)
 
     rows: dict[str, list] = {"image": [], "formula": [], "source": [], "style": []}
     looks: Counter = Counter()
@@ -144,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         if result.image is None:
             looks[f"skipped ({result.skip_reason})"] += 1
             continue
-        kind = DEGRADATIONS[index % len(DEGRADATIONS)]
+        kind = "none" if args.training_look_of else DEGRADATIONS[index % len(DEGRADATIONS)]
         data, file_format = degrade(result.image, kind, np.random.default_rng([args.seed, index]))
         style = {**asdict(result.style), "degradation": kind, "file_format": file_format}
         looks.update([f"degradation {kind}", f"math {result.style.math_version}", f"font {result.style.font or 'cm'}"])

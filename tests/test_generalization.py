@@ -94,7 +94,33 @@ def test_builds_a_set_without_known_formulas(tmp_path: Path) -> None:
     assert {look["degradation"] for look in looks} <= set(DEGRADATIONS)
     assert all(isinstance(row["image"], Image.Image) for row in test)
 
+    # The control: the same formulas in the training styles, undegraded.
+    control = tmp_path / "control"
+    generalization.main(["--training-look-of", str(output), "--output", str(control), "--workers", "1"])
+    training_look = load_dataset(str(control))["test"]
+    assert training_look["formula"] == test["formula"] and training_look["source"] == test["source"]
+    looks = [json.loads(style) for style in training_look["style"]]
+    assert {look["degradation"] for look in looks} == {"none"} and {look["math_version"] for look in looks} == {
+        "normal"
+    }
+    assert {look["font"] for look in looks} <= set(VARIED_FONTS) and {look["dpi"] for look in looks} <= set(VARIED_DPI)
+
 
 def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no parquet shards under"):
         generalization.dataset_formulas(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=f"no test shards under {tmp_path / 'nowhere' / 'data'}"):
+        generalization.set_formulas(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--output", "out"], "give --formulas and --dataset (or --training-look-of SET)"),
+        (["--training-look-of", "set", "--dataset", "d", "--output", "out"], "give no --formulas or --dataset"),
+    ],
+)
+def test_bad_arguments_are_refused(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        generalization.main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
