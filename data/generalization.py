@@ -3,8 +3,8 @@
     python -m data.generalization --formulas ../shared/data/formulas --dataset datasets/im2latex \\
         --output datasets/im2latex-generalization [--count 2000]
     python evaluate.py --model models/im2latex-base --dataset datasets/im2latex-generalization --split test ...
-    python -m data.generalization --training-look-of datasets/im2latex-generalization \
-        --output datasets/im2latex-generalization-training-look
+    python -m data.generalization --restyle datasets/im2latex-generalization --style varied \
+        --output datasets/im2latex-generalization-varied
 
 Formulas: the arXiv, books and Q&A lists, normalised like the training split, minus every formula of the built
 dataset (`--dataset`: train, validation and test) and of the im2latex-100k benchmark lists (compared in the
@@ -17,9 +17,9 @@ none, coloured ink on a tinted background saved as a low-quality JPEG, dark mode
 background), or blur plus noise (training sees grayscale only). `summary.json` counts the styles and
 degradations.
 
-`--training-look-of SET` renders the formulas of a built set in the training styles instead
-(`data.render.varied_style`, no degradation): a control. What a model loses between the control and the set is the
-cost of the unseen looks alone, not of the formulas.
+`--restyle SET --style varied` renders the formulas of a built set in the training styles instead (no degradation),
+and `--style deng` in the benchmark's look: controls. What a model loses between a control and the set is the cost
+of the unseen looks alone, not of the formulas.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from .prepare import BENCHMARK_LISTS, TRAIN_MIX, canonical_formulas, overlap_key, read_lines, squash, write_shard
-from .render import RenderStyle, render, varied_style
+from .render import STYLES, RenderStyle, render
 
 logger = logging.getLogger(__name__)
 
@@ -146,24 +146,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--formulas", type=Path, help="folder of formula lists (see SOURCES.md)")
     parser.add_argument("--dataset", type=Path, help="the prepared dataset whose formulas to exclude")
     parser.add_argument(
-        "--training-look-of",
-        type=Path,
-        metavar="SET",
-        help="instead: render the formulas of the built set SET in the training styles (a control)",
+        "--restyle", type=Path, metavar="SET", help="instead: render the formulas of the built set SET in --style"
     )
+    parser.add_argument("--style", choices=sorted(STYLES), default="varied", help="the look --restyle renders in")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.training_look_of is not None:
+    if args.restyle is not None:
         if args.formulas is not None or args.dataset is not None:
-            parser.error("--training-look-of takes the formulas of a built set: give no --formulas or --dataset")
-        formulas, look = set_formulas(args.training_look_of), varied_style
+            parser.error("--restyle takes the formulas of a built set: give no --formulas or --dataset")
+        formulas, look = set_formulas(args.restyle), STYLES[args.style]
     else:
         if args.formulas is None or args.dataset is None:
-            parser.error("give --formulas and --dataset (or --training-look-of SET)")
+            parser.error("give --formulas and --dataset (or --restyle SET)")
         if not args.formulas.is_dir():
             parser.error(f"formula folder {args.formulas} does not exist")
         exclude = dataset_formulas(args.dataset)
@@ -179,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         if result.image is None:
             looks[f"skipped ({result.skip_reason})"] += 1
             continue
-        kind = "none" if args.training_look_of else DEGRADATIONS[index % len(DEGRADATIONS)]
+        kind = "none" if args.restyle else DEGRADATIONS[index % len(DEGRADATIONS)]
         data, file_format = degrade(result.image, kind, np.random.default_rng([args.seed, index]))
         style = {**asdict(result.style), "degradation": kind, "file_format": file_format}
         looks.update([f"degradation {kind}", f"math {result.style.math_version}", f"font {result.style.font or 'cm'}"])

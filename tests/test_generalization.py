@@ -3,6 +3,7 @@
 import io
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from PIL import Image
 from data import generalization
 from data.generalization import DEGRADATIONS, degrade, generalization_style
 from data.prepare import overlap_key
-from data.render import VARIED_DPI, VARIED_FONTS, render
+from data.render import DENG, VARIED_DPI, VARIED_FONTS, render
 
 needs_tex = pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
 
@@ -94,16 +95,21 @@ def test_builds_a_set_without_known_formulas(tmp_path: Path) -> None:
     assert {look["degradation"] for look in looks} <= set(DEGRADATIONS)
     assert all(isinstance(row["image"], Image.Image) for row in test)
 
-    # The control: the same formulas in the training styles, undegraded.
-    control = tmp_path / "control"
-    generalization.main(["--training-look-of", str(output), "--output", str(control), "--workers", "1"])
-    training_look = load_dataset(str(control))["test"]
-    assert training_look["formula"] == test["formula"] and training_look["source"] == test["source"]
-    looks = [json.loads(style) for style in training_look["style"]]
-    assert {look["degradation"] for look in looks} == {"none"} and {look["math_version"] for look in looks} == {
-        "normal"
-    }
-    assert {look["font"] for look in looks} <= set(VARIED_FONTS) and {look["dpi"] for look in looks} <= set(VARIED_DPI)
+    # The controls: the same formulas in the training styles and in the benchmark's look, undegraded.
+    for style in ("varied", "deng"):
+        control = tmp_path / style
+        generalization.main(["--restyle", str(output), "--style", style, "--output", str(control), "--workers", "1"])
+        restyled = load_dataset(str(control))["test"]
+        assert restyled["formula"] == test["formula"] and restyled["source"] == test["source"]
+        looks = [json.loads(look) for look in restyled["style"]]
+        assert {look.pop("degradation") for look in looks} == {"none"}
+        assert {look.pop("file_format") for look in looks} == {"png"}
+        if style == "varied":
+            assert {look["math_version"] for look in looks} == {"normal"}
+            assert {look["font"] for look in looks} <= set(VARIED_FONTS)
+            assert {look["dpi"] for look in looks} <= set(VARIED_DPI)
+        else:
+            assert looks == [asdict(DENG)] * len(test)
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
@@ -116,8 +122,8 @@ def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--output", "out"], "give --formulas and --dataset (or --training-look-of SET)"),
-        (["--training-look-of", "set", "--dataset", "d", "--output", "out"], "give no --formulas or --dataset"),
+        (["--output", "out"], "give --formulas and --dataset (or --restyle SET)"),
+        (["--restyle", "set", "--dataset", "d", "--output", "out"], "give no --formulas or --dataset"),
     ],
 )
 def test_bad_arguments_are_refused(argv: list[str], message: str, capsys) -> None:
