@@ -177,10 +177,12 @@ _ACCENTS = {
 # of atom; three scripted radicals tried rendered the same either way, which is too few to merge them.
 _UNSCRIPTED_ATOMS = _ACCENTS | {"\\sqrt"}
 # Commands whose arguments are braced when written as a single token (``\frac 1 2`` -> ``\frac { 1 } { 2 }``),
-# with their number of arguments; a script's unbraced argument takes a command's arguments with it.
+# with their number of arguments; a script's unbraced argument takes a command's arguments with it
+# (``x ^ \textrm { F }`` -> ``x ^ { \textrm { F } }``; braced alone, the command would lose its argument).
+# ``\hbox`` may take ``to`` or ``spread`` before its box, so it is left as written.
 _ARGUMENT_COUNTS = {
     **dict.fromkeys(
-        _ACCENTS | _ALPHABETS | {
+        _ACCENTS | _ALPHABETS | (_TEXT_COMMANDS - {"\\hbox"}) | {
             "\\dddot", "\\mathring", "\\overrightarrow", "\\overleftarrow", "\\overbrace", "\\underbrace",
             "\\boldsymbol", "\\bm", "\\pmb",
         },

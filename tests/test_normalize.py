@@ -95,6 +95,9 @@ def same_skeleton(line: str, normalized: str) -> bool:
         ("\\dfrac12", "{ \\displaystyle \\frac { 1 } { 2 } }"),
         # Single-token arguments braced and primes written as superscripts, as im2latex-100k writes them.
         ("x_\\mathrm{a}^2 \\bar K", "x _ { \\mathrm { a } } ^ { 2 } \\bar { K }"),
+        # a text command keeps its argument when a script takes it unbraced; TeX expands it before the script
+        ("H_\\text{Dot} + x^\\textbf{ab}", "H _ { \\textrm { D o t } } + x ^ { \\textbf { a b } }"),
+        ("E^\\textnormal{in}_r \\mbox{a}", "E _ { r } ^ { \\textnormal { i n } } \\mbox { a }"),
         ("f''(x) + g'^2_1", "f ^ { \\prime \\prime } ( x ) + g _ { 1 } ^ { \\prime 2 }"),
         # A subscript goes before a superscript on the same atom; a group in between makes a new atom.
         (
