@@ -167,11 +167,33 @@ def plot_curves(log_history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (oneDNN's own check: AVX-512 or AMX). Without it, oneDNN emulates
+    bfloat16 and bf16 autocast is slower than float32, not faster."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return check is None or bool(check())
+
+
+def keep_bf16_where_supported(training_args: Seq2SeqTrainingArguments) -> None:
+    """Turn bf16 off, with a warning, for training on a CPU that would only emulate it: on a 2-core AVX2 machine a
+    training step ran 15-20 times slower in bf16 autocast than in float32 (`python -m bench.train_step`)."""
+    on_cpu = training_args.use_cpu or not torch.cuda.is_available()
+    if training_args.bf16 and on_cpu and not cpu_has_native_bf16():
+        logger.warning(
+            "bf16 was asked for, but this CPU has no native bfloat16 (%s), where bf16 autocast runs many times slower "
+            "than float32: training in float32",
+            torch.backends.cpu.get_cpu_capability(),
+        )
+        training_args.bf16 = False
+        training_args.mixed_precision = "no"  # what the Trainer's accelerator reads, set from bf16 when parsed
+
+
 def main() -> None:
     # 1. Arguments and logging
     model_args, data_args, training_args, budget_args = parse_args()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
+    keep_bf16_where_supported(training_args)
     # The datasets transforms need the raw `image` and `formula` columns, which are no model arguments.
     training_args.remove_unused_columns = False
     set_seed(training_args.seed)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file
-from transformers import AutoProcessor
+from transformers import AutoProcessor, Seq2SeqTrainer
 
 from data.normalize import canonical
 from modeling import Im2LatexForConditionalGeneration
@@ -270,3 +270,22 @@ def test_distributed_train_loss_is_the_mean_token_loss(distributed):
     state = json.loads((output / "trainer_state.json").read_text())
     eval_loss = next(e["eval_loss"] for e in state["log_history"] if "eval_loss" in e)
     assert all(0.5 * eval_loss < loss < 1.5 * eval_loss for _, loss in train_losses(state))
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_only_where_the_cpu_has_it(native, tiny_model, tmp_path, monkeypatch, caplog):
+    """configs/cpu.json asks for bf16; a CPU that would only emulate it (here: told so) trains in float32 instead."""
+    import train
+
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
+    no_eval = ("--eval_strategy", "no", "--do_eval", "false", "--load_best_model_at_end", "false")
+    _, _, training_args, _ = parse_train_args(
+        str(ROOT / "configs" / "cpu.json"), "--output_dir", str(tmp_path), *no_eval
+    )
+    assert training_args.bf16 and training_args.use_cpu
+    with caplog.at_level("WARNING", logger="train"):
+        train.keep_bf16_where_supported(training_args)
+    assert training_args.bf16 is native
+    assert ("no native bfloat16" in caplog.text) is not native
+    trainer = Seq2SeqTrainer(model=tiny_model, args=training_args)
+    assert trainer.accelerator.mixed_precision == ("bf16" if native else "no")
