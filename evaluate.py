@@ -50,11 +50,6 @@ from modeling.inference import read_formulas
 logger = logging.getLogger(__name__)
 
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
-# What metrics.json says of the run besides its scores; `--rescore` keeps these.
-RUN_DETAILS = (
-    "num_samples", "num_skipped", "split", "dataset", "model", "num_beams", "balanced_groups", "seconds",
-    "formulas_per_second",
-)  # fmt: skip
 
 
 class UsageError(Exception):
@@ -182,8 +177,8 @@ def score_groups(records: list[dict], field: str) -> dict[str, dict]:
 
 
 def read_predictions(path: Path, fields: list[str]) -> tuple[list[dict], dict]:
-    """A run's saved records (`predictions.jsonl`), checked for `fields`, and the run details from its `metrics.json`
-    (without the scores, which the caller computes again)."""
+    """A run's saved records (`predictions.jsonl`), checked for `fields`, and what the `metrics.json` beside it says
+    (without its groups; its scores are computed again and replace the saved ones)."""
     if not path.is_file():
         raise UsageError(f"--rescore {path}: no such file")
     records = []
@@ -201,8 +196,8 @@ def read_predictions(path: Path, fields: list[str]) -> tuple[list[dict], dict]:
         raise UsageError(f"--rescore {path}: no predictions in it")
     run = {}
     if (path.parent / "metrics.json").is_file():
-        saved = json.loads((path.parent / "metrics.json").read_text(encoding="utf-8"))
-        run = {key: value for key, value in saved.items() if key in RUN_DETAILS}
+        run = json.loads((path.parent / "metrics.json").read_text(encoding="utf-8"))
+        run.pop("by", None)
     return records, run
 
 
@@ -309,7 +304,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def read_dataset(args: argparse.Namespace) -> tuple[list[dict], dict]:
-    """Load the model and the data, read every image; return the records and the run's details (`RUN_DETAILS`).
+    """Load the model and the data, read every image; return the records and the run's details.
     Raises `UsageError` for a bad model, dataset or `--group-by`, before any reading."""
     check_source(args.model, "model", "config.json")
     check_source(args.dataset, "dataset")
@@ -362,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     # 2. Score and write.
     if args.check_compiles or args.image_match:
         check_renders(records, compare=args.image_match)
-    metrics = {**score(records), **run, "num_samples": len(records)}
+    metrics = score(records)  # then the run's details; a rescored run's saved scores give way to these
+    metrics.update({key: value for key, value in run.items() if key not in metrics}, num_samples=len(records))
     if args.rescore is not None:
         metrics["rescored_from"] = str(args.rescore)
     by = {field: score_groups(records, field) for field in args.group_by}

@@ -176,7 +176,7 @@ def cpu_has_native_bf16() -> bool:
 
 def keep_bf16_where_supported(training_args: Seq2SeqTrainingArguments) -> None:
     """Turn bf16 off, with a warning, for training on a CPU that would only emulate it: on a 2-core AVX2 machine a
-    training step ran 15-20 times slower in bf16 autocast than in float32 (`python -m bench.train_step`)."""
+    training step ran 16-20 times slower in bf16 autocast than in float32 (`python -m bench.train_step`)."""
     on_cpu = training_args.use_cpu or not torch.cuda.is_available()
     if training_args.bf16 and on_cpu and not cpu_has_native_bf16():
         logger.warning(

@@ -5,7 +5,7 @@ and train.py then trains in float32 (`keep_bf16_where_supported`). Random images
 shape is left out (set-up).
 
     python -m bench.train_step                       # batch 16 of 64x384 and 96x512 images, 3 steps each
-    python -m bench.train_step --batch-size 32 --steps 5 --device cuda
+    python -m bench.train_step --batch-size 32 --steps 5 --device cuda   # not run on a GPU yet
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--label-length", type=int, default=40)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
+    if args.steps < 1 or args.batch_size < 1:
+        parser.error(f"--steps and --batch-size must be at least 1, got {args.steps} and {args.batch_size}")
 
     torch.manual_seed(0)
     model = Im2LatexForConditionalGeneration.from_pretrained(args.model).to(args.device).train()

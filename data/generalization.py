@@ -3,7 +3,7 @@
     python -m data.generalization --formulas ../shared/data/formulas --dataset datasets/im2latex \\
         --output datasets/im2latex-generalization [--count 2000]
     python evaluate.py --model models/im2latex-base --dataset datasets/im2latex-generalization --split test ...
-    python -m data.generalization --restyle datasets/im2latex-generalization --style varied \
+    python -m data.generalization --restyle datasets/im2latex-generalization --style varied \\
         --output datasets/im2latex-generalization-varied
 
 Formulas: the arXiv, books and Q&A lists, normalised like the training split, minus every formula of the built
