@@ -5,7 +5,9 @@
         --num-beams 2 --output eval/tiny --min-bleu 0.5
 
 Writes OUTPUT/metrics.json (the metrics, speed and run details) and OUTPUT/predictions.jsonl (one
-`{"image", "reference", "prediction", "truncated"}` per example) and prints the metrics. `--check-compiles` renders
+`{"image", "reference", "prediction", "truncated", "enlarged"}` per example) and prints the metrics;
+`enlarged_fraction` is the share of readings taken from the image enlarged (see `--min-glyph-height`, and
+`Im2LatexImageProcessor.enlarged`). `--check-compiles` renders
 every prediction with pdflatex and adds `compile_fraction` (and a `compiles` field per prediction). `--image-match`
 renders the references too and adds `image_exact_match`: the share of predictions that render to exactly the
 reference's pixels, so that spellings TeX renders the same count as right (an `image_match` field per prediction;
@@ -157,6 +159,8 @@ def score(records: list[dict]) -> dict[str, float]:
     where the records carry them the compile and image results (over the references that render)."""
     metrics = compute_formula_metrics([r["prediction"] for r in records], [r["reference"] for r in records])
     metrics["truncated_fraction"] = sum(r["truncated"] for r in records) / len(records)
+    if "enlarged" in records[0]:
+        metrics["enlarged_fraction"] = sum(r["enlarged"] for r in records) / len(records)
     if "compiles" in records[0]:
         metrics["compile_fraction"] = sum(r["compiles"] for r in records) / len(records)
     compared = [r["image_match"] for r in records if "image_match" in r]
@@ -205,7 +209,8 @@ def predict(model, processor, dataset: datasets.Dataset, args: argparse.Namespac
     """Read every image in batches of similar sizes; unreadable ones are reported and skipped.
 
     Returns:
-        `{"image", "reference", "prediction", "truncated"}` for each readable example, by its index in the dataset.
+        `{"image", "reference", "prediction", "truncated", "enlarged"}` for each readable example, by its index in
+        the dataset.
     """
     records = {}
     order = by_size(dataset)
@@ -225,7 +230,12 @@ def predict(model, processor, dataset: datasets.Dataset, args: argparse.Namespac
             if images:
                 readings = read_formulas(model, processor, images, num_beams=args.num_beams)
                 for (index, record), reading in zip(kept, readings, strict=True):
-                    records[index] = {**record, "prediction": reading.latex, "truncated": reading.truncated}
+                    records[index] = {
+                        **record,
+                        "prediction": reading.latex,
+                        "truncated": reading.truncated,
+                        "enlarged": reading.enlarged,
+                    }
             progress.update(len(indices))
     return records
 
@@ -262,6 +272,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, required=True, help="folder for metrics.json and predictions.jsonl")
     parser.add_argument("--num-beams", type=int, help="beams for generate (default: the model's generation config)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--min-glyph-height",
+        type=int,
+        help="also read images with smaller glyphs enlarged, keeping the more confident reading; 0: never "
+        "(default: the model's processor)",
+    )
     parser.add_argument("--max-samples", type=int, help="score only the first N examples")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--image-column", default="image")
@@ -295,6 +311,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("num_beams", "batch_size", "max_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.min_glyph_height is not None and args.min_glyph_height < 0:
+        raise UsageError(f"--min-glyph-height must be at least 0, got {args.min_glyph_height}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was given but no CUDA device is available")
     if (args.check_compiles or args.image_match) and shutil.which("pdflatex") is None:
@@ -314,6 +332,8 @@ def read_dataset(args: argparse.Namespace) -> tuple[list[dict], dict]:
     args.num_beams = args.num_beams or model.generation_config.num_beams or 1
     if args.balanced_groups:
         model.config.group_token_ids = group_token_ids(processor.tokenizer)
+    if args.min_glyph_height is not None:
+        processor.image_processor.min_glyph_height = args.min_glyph_height
 
     # Timed: preprocessing + generation + decoding (not loading).
     started = time.perf_counter()
@@ -331,6 +351,7 @@ def read_dataset(args: argparse.Namespace) -> tuple[list[dict], dict]:
         "model": args.model,
         "num_beams": args.num_beams,
         "balanced_groups": bool(getattr(model.config, "group_token_ids", None)),
+        "min_glyph_height": processor.image_processor.min_glyph_height,
         "seconds": round(seconds, 3),
         "formulas_per_second": len(records) / seconds if seconds > 0 else 0.0,
     }

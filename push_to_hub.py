@@ -47,6 +47,7 @@ pipe = pipeline("image-text-to-text", model="{repo_id}", trust_remote_code=True)
 print(pipe(images="formula.png", text="")[0]["generated_text"])
 ```
 
+The model's code needs `pip install torch transformers timm pillow opencv-python-headless`.
 The output is in the im2latex-100k token form (`\\frac {{ a }} {{ b }}`: tokens separated by spaces). With the
 project's code installed (`import modeling`), `trust_remote_code` is not needed for local folders.
 

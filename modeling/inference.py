@@ -1,6 +1,7 @@
 """Reading formulas with a loaded model: batched generation with a confidence score per formula."""
 
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -11,12 +12,14 @@ from .image_processing_im2latex import READING_BUCKET
 
 @dataclass
 class Reading:
-    """One image's result: the LaTeX (token form), the mean log-probability of its tokens, and whether
-    generation stopped at the length limit instead of at an end token (a sign of a looping output)."""
+    """One image's result: the LaTeX (token form), the mean log-probability of its tokens, whether generation
+    stopped at the length limit instead of at an end token (a sign of a looping output), and whether the reading
+    is of the image enlarged (`Im2LatexImageProcessor.enlarged`)."""
 
     latex: str
     score: float
     truncated: bool
+    enlarged: bool = False
 
 
 @torch.inference_mode()
@@ -30,6 +33,10 @@ def read_formulas(
 ) -> list[Reading]:
     """Generate the LaTeX of a batch of images already prepared by `processor.image_processor.prepare`.
 
+    An image whose glyphs are small is also read enlarged (`Im2LatexImageProcessor.enlarged`), in a second batch so
+    that the first reads exactly as without it; the reading that ended (rather than hit the length limit) is kept,
+    and of two that both did or both did not, the one with the higher mean token log-probability.
+
     Args:
         model: an im2latex `VisionEncoderDecoderModel`.
         processor: its `Im2LatexProcessor`.
@@ -42,6 +49,32 @@ def read_formulas(
     Returns:
         One `Reading` per image, in order.
     """
+    image_processor = processor.image_processor
+    best = _generate(model, processor, images, bucket, num_beams, generate_kwargs)
+    # Enlarged views batch by their own bucket, so that each reads as it would alone, whatever the batch.
+    groups = defaultdict(dict)
+    for index, image in enumerate(images):
+        enlarged = image_processor.enlarged(image)
+        if enlarged is not None:
+            key = image_processor.padded_shape([enlarged.shape], bucket) if bucket is not None else None
+            groups[key][index] = enlarged
+    for group in groups.values():
+        readings = _generate(model, processor, list(group.values()), bucket, num_beams, generate_kwargs)
+        for index, reading in zip(group, readings, strict=True):
+            if (not reading.truncated, reading.score) > (not best[index].truncated, best[index].score):
+                best[index] = replace(reading, enlarged=True)
+    return best
+
+
+def _generate(
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    images: list[np.ndarray],
+    bucket: tuple[int, int] | None,
+    num_beams: int | None,
+    generate_kwargs: dict,
+) -> list[Reading]:
+    """One `generate` call over prepared images: a `Reading` each."""
     pixel_values = processor.image_processor.pad(images, bucket=bucket).to(device=model.device, dtype=model.dtype)
     if num_beams is not None:
         generate_kwargs["num_beams"] = num_beams

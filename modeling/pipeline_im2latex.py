@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from transformers import Pipeline
 
-from .image_processing_im2latex import READING_BUCKET
+from .inference import read_formulas
 
 PIPELINE_TASK = "image-to-text"
 REGISTERED_TASK = "image-to-latex"
@@ -22,7 +22,7 @@ class ImageToLatexPipeline(Pipeline):
     """Reads formula images and returns their LaTeX.
 
     Accepts a PIL image, a path, raw bytes, or a list of them. Images of different sizes are batched together
-    (`batch_size=N`), padded by the image processor, each up to its reading bucket first, as `read_formulas` does.
+    (`batch_size=N`) and read by `read_formulas`, as predict.py and the server read them.
     Generation options go through `generate_kwargs`, e.g. `pipe(image, generate_kwargs={"num_beams": 4})`, or
     `max_new_tokens=...`.
     """
@@ -53,11 +53,9 @@ class ImageToLatexPipeline(Pipeline):
     def _forward(self, model_inputs: dict, generate_kwargs: dict | None = None) -> dict:
         images = model_inputs["image"]
         images = images if isinstance(images, list) else [images]
-        pixel_values = self.processor.image_processor.pad(images, bucket=READING_BUCKET)
-        pixel_values = pixel_values.to(device=self.model.device, dtype=self.model.dtype)
-        sequences = self.model.generate(pixel_values=pixel_values, **(generate_kwargs or {}))
-        return {"sequences": sequences}
+        readings = read_formulas(self.model, self.processor, images, **(generate_kwargs or {}))
+        return {"texts": [reading.latex for reading in readings]}
 
     def postprocess(self, model_outputs: dict) -> list[dict[str, str]]:
-        texts = self.processor.batch_decode(model_outputs["sequences"], skip_special_tokens=True)
-        return [{"generated_text": text} for text in texts]
+        texts = model_outputs["texts"]  # a batch's list, or one text once the pipeline has unbatched it
+        return [{"generated_text": text} for text in ([texts] if isinstance(texts, str) else texts)]

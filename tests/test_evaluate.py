@@ -15,10 +15,10 @@ from datasets import Dataset
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
-METRIC_KEYS = {"bleu", "token_edit_similarity", "cer", "exact_match", "truncated_fraction"}
+METRIC_KEYS = {"bleu", "token_edit_similarity", "cer", "exact_match", "truncated_fraction", "enlarged_fraction"}
 RUN_KEYS = {
-    "num_samples", "num_skipped", "split", "dataset", "model", "num_beams", "balanced_groups", "seconds",
-    "formulas_per_second",
+    "num_samples", "num_skipped", "split", "dataset", "model", "num_beams", "balanced_groups", "min_glyph_height",
+    "seconds", "formulas_per_second",
 }  # fmt: skip
 
 
@@ -69,7 +69,7 @@ def test_evaluate_writes_metrics_and_predictions(model_dir, dataset_dir, fixture
     metrics = json.loads((output / "metrics.json").read_text())
     assert set(metrics) == METRIC_KEYS | RUN_KEYS
     assert metrics["num_samples"] == 3 and metrics["num_skipped"] == 0 and metrics["num_beams"] == 2
-    assert metrics["balanced_groups"] is False
+    assert metrics["balanced_groups"] is False and metrics["min_glyph_height"] == 12  # the processor's
     assert metrics["split"] == "test" and metrics["dataset"] == str(dataset_dir) and metrics["model"] == str(model_dir)
     assert 0.0 <= metrics["bleu"] < 0.99 and 0.0 <= metrics["token_edit_similarity"] <= 1.0
     assert metrics["cer"] >= 0.0 and 0.0 <= metrics["exact_match"] <= 1.0
@@ -80,7 +80,8 @@ def test_evaluate_writes_metrics_and_predictions(model_dir, dataset_dir, fixture
     records = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
     assert [record["image"] for record in records] == ["images/0.png", "images/1.png", "images/2.png"]
     assert [record["reference"] for record in records] == fixture_formulas[:3]
-    assert all(set(record) == {"image", "reference", "prediction", "truncated"} for record in records)
+    assert all(set(record) == {"image", "reference", "prediction", "truncated", "enlarged"} for record in records)
+    assert metrics["enlarged_fraction"] == pytest.approx(sum(record["enlarged"] for record in records) / 3)
     assert all(isinstance(record["prediction"], str) for record in records)
 
     # The metrics are those of the written predictions, computed by the shared module.
@@ -150,6 +151,7 @@ def evaluate_script():
         ({"--dataset": "MODEL"}, "could not read the dataset"),
         ({"--formula-column": "latex"}, "has no formula column 'latex'"),
         ({"--batch-size": "0"}, "error: --batch-size must be at least 1, got 0"),
+        ({"--min-glyph-height": "-1"}, "error: --min-glyph-height must be at least 0, got -1"),
     ],
 )
 def test_bad_arguments_exit_2(change, message, evaluate_script, model_dir, dataset_dir, tmp_path, capsys):
@@ -352,3 +354,11 @@ def test_bad_rescore_exits_2(arguments, message, evaluate_script, model_dir, tmp
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: ") and message in error
     assert not (tmp_path / "out").exists()
+
+
+def test_min_glyph_height_overrides_the_processor(evaluate_script, model_dir, dataset_dir, tmp_path):
+    output = tmp_path / "eval"
+    arguments = ["--model", str(model_dir), "--dataset", str(dataset_dir), "--output", str(output), "--num-beams", "1"]
+    assert evaluate_script.main([*arguments, "--min-glyph-height", "0"]) == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["min_glyph_height"] == 0 and metrics["enlarged_fraction"] == 0.0

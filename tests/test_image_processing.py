@@ -156,3 +156,47 @@ def test_bucketed_padding_reads_the_same_in_any_batch_of_its_bucket():
     assert alone.shape == (1, 1, 96, 512) and together.shape == (2, 1, 96, 512)
     assert torch.equal(alone[0], together[0])
     assert processor.pad([a]).shape == (1, 1, 48, 208)  # without a bucket: to the stride only
+
+
+def glyphs(height: int, count: int = 6, width: int = 300) -> np.ndarray:
+    """A prepared-looking image (ink 1 on 0, with the default border) of `count` bars `height` pixels high."""
+    image = np.zeros((height + 20, width), dtype=np.float32)
+    for index in range(count):
+        image[10 : 10 + height, 10 + 40 * index : 10 + 40 * index + 6] = 1.0
+    return np.pad(image, 4)
+
+
+def test_glyph_height_is_the_median_blob_height(processor):
+    assert processor.glyph_height(glyphs(9)) == 9
+    mixed = glyphs(5, count=7)
+    mixed[6:26, 280:286] = mixed[6:26, 294:300] = 1.0  # two tall bars among seven short ones
+    assert processor.glyph_height(mixed) == 5
+    assert processor.glyph_height(np.zeros((40, 40), np.float32)) == 0.0
+
+
+def test_small_glyphs_are_enlarged_to_the_minimum_glyph_height(processor):
+    small = glyphs(6, width=200)
+    enlarged = processor.enlarged(small)
+    assert enlarged is not None and enlarged.dtype == np.float32
+    assert enlarged.min() >= 0 and enlarged.max() <= 1
+    assert processor.glyph_height(enlarged) == pytest.approx(processor.min_glyph_height, abs=1)
+    border = processor.border
+    assert not enlarged[:border].any() and not enlarged[:, :border].any()  # the border stays background
+    # Glyphs as high as the minimum, or no minimum, give no enlarged image.
+    assert processor.enlarged(glyphs(processor.min_glyph_height)) is None
+    assert Im2LatexImageProcessor(min_glyph_height=0).enlarged(small) is None
+    # At most 3x, and within the size bounds.
+    assert processor.glyph_height(processor.enlarged(glyphs(2, width=100))) == pytest.approx(6, abs=1)
+    bounded = Im2LatexImageProcessor(max_width=400).enlarged(glyphs(6, width=300))
+    assert bounded.shape[1] <= 400 and processor.glyph_height(bounded) < processor.min_glyph_height
+    with pytest.raises(ValueError, match="min_glyph_height=-1"):
+        Im2LatexImageProcessor(min_glyph_height=-1)
+
+
+def test_noisy_backgrounds_are_not_enlarged(processor):
+    clean = glyphs(6, width=200)
+    assert processor.background_noise(clean) == 0.0
+    speckled = clean.copy()
+    speckled[::2, ::3] = np.maximum(speckled[::2, ::3], 0.3)  # faint dots everywhere: 1 pixel in 6 at 0.3
+    assert processor.background_noise(speckled) == pytest.approx(0.05, abs=0.01)
+    assert processor.enlarged(clean) is not None and processor.enlarged(speckled) is None

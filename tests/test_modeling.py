@@ -14,6 +14,7 @@ from transformers import (
     VisionEncoderDecoderModel,
 )
 
+import modeling.inference
 from modeling import (
     Im2LatexEncoderConfig,
     Im2LatexEncoderModel,
@@ -22,7 +23,7 @@ from modeling import (
     group_token_ids,
     make_config,
 )
-from modeling.inference import read_formulas
+from modeling.inference import Reading, read_formulas
 from modeling.modeling_im2latex import BalancedGroups, ink_columns
 
 
@@ -305,3 +306,59 @@ def test_generation_closes_the_groups_it_opens(tiny_model, tiny_processor):
     for beams in (1, 2):
         texts = tokenizer.batch_decode(tiny_model.generate(num_beams=beams, **kwargs), skip_special_tokens=True)
         assert texts == ["{ { { } } }"] * 2
+
+
+def test_read_formulas_keeps_the_more_confident_of_native_and_enlarged(tiny_model, tiny_processor, monkeypatch):
+    image_processor = tiny_processor.image_processor
+    # Lines of small glyphs, too high together to be scaled up by `prepare` (min_height), low enough to enlarge.
+    texts = [("x+1\ny-2\nz=3", (200, 60)), ("a/b\nc", (120, 60)), ("x+1", (200, 50))]
+    images = [image_processor.prepare(formula_image(text, size)) for text, size in texts]
+    enlarged = [image_processor.enlarged(image) for image in images]
+    assert [view is not None for view in enlarged] == [True, True, False]
+
+    # The real model: the result is the more confident of the two readings, each as read alone.
+    tiny_model.generation_config.max_length = 12
+    monkeypatch.setattr(image_processor, "min_glyph_height", 0)
+    native = read_formulas(tiny_model, tiny_processor, images, num_beams=1)
+    larger = [read_formulas(tiny_model, tiny_processor, [view], num_beams=1)[0] for view in enlarged[:2]]
+    monkeypatch.setattr(image_processor, "min_glyph_height", 12)
+    both = read_formulas(tiny_model, tiny_processor, images, num_beams=1)
+    expected = [max(pair, key=lambda reading: reading.score) for pair in zip(native, larger, strict=False)]
+    assert [r.latex for r in both] == [r.latex for r in [*expected, native[2]]]
+    assert [r.score for r in both] == pytest.approx([r.score for r in [*expected, native[2]]])
+
+    # Which one wins, by a stand-in whose confidence is the image height (the enlarged view is higher) or its negative.
+    calls = []
+
+    def by_height(sign):
+        def generate(model, processor, views, bucket, num_beams, generate_kwargs):
+            calls.append([view.shape for view in views])
+            return [Reading(str(view.shape), sign * view.shape[0], False) for view in views]
+
+        return generate
+
+    monkeypatch.setattr(modeling.inference, "_generate", by_height(+1))
+    readings = read_formulas(tiny_model, tiny_processor, images, num_beams=1, bucket=None)
+    assert [(r.latex, r.enlarged) for r in readings] == [
+        (str(enlarged[0].shape), True),
+        (str(enlarged[1].shape), True),
+        (str(images[2].shape), False),
+    ]
+    assert calls == [[image.shape for image in images], [view.shape for view in enlarged[:2]]]
+    monkeypatch.setattr(modeling.inference, "_generate", by_height(-1))
+    readings = read_formulas(tiny_model, tiny_processor, images, num_beams=1)
+    assert [(r.latex, r.enlarged) for r in readings] == [(str(image.shape), False) for image in images]
+
+    # A reading that hit the length limit loses to one that ended, whatever its confidence.
+    def truncated_when(enlarged_view):  # the truncated view is also the more confident one
+        def generate(model, processor, views, bucket, num_beams, generate_kwargs):
+            sign = 1 if enlarged_view else -1
+            return [Reading(str(v.shape), sign * v.shape[0], (v.shape[0] > 60) == enlarged_view) for v in views]
+
+        return generate
+
+    monkeypatch.setattr(modeling.inference, "_generate", truncated_when(enlarged_view=True))
+    readings = read_formulas(tiny_model, tiny_processor, images[:1], num_beams=1)
+    assert enlarged[0].shape[0] > 60 >= images[0].shape[0] and not readings[0].enlarged
+    monkeypatch.setattr(modeling.inference, "_generate", truncated_when(enlarged_view=False))
+    assert read_formulas(tiny_model, tiny_processor, images[:1], num_beams=1)[0].enlarged
