@@ -14,9 +14,10 @@ from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 ImageLike = Image.Image | str | os.PathLike | bytes | np.ndarray
 # Reading (not training) pads each image up to these (height, width) steps: see `Im2LatexImageProcessor.padded_shape`.
 READING_BUCKET = (96, 512)
-# `Im2LatexImageProcessor.enlarged` leaves noisier images alone. Chosen on validation images: those scaled to 0.4-0.7
-# (JPEG and levels as in training) have a background noise of 0.005 (median) and 0.019 (95th percentile), the same
-# with blur and noise of sigma 8-20 added 0.034 (median) and 0.020 (5th percentile); clean renderings 0.
+# `Im2LatexImageProcessor.enlarged` leaves noisier images alone. Chosen on the first 300 validation images: scaled to
+# 0.4-0.7 (JPEG and levels as in training), a background noise of 0.005 (median) and 0.019 (95th percentile); scaled
+# to 0.4-1.0 with blur (sigma 0.5-1.5) and noise (sigma 8-20) added, 0.034 (median) and 0.020 (5th percentile); as
+# rendered, 0.0001 at the 99th percentile.
 MAX_ENLARGE_NOISE = 0.02
 
 
@@ -187,13 +188,7 @@ class Im2LatexImageProcessor(BaseImageProcessor):
             ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
         height, width = ink.shape
-        inner_min, inner_max_h, inner_max_w = (
-            self.min_height - 2 * self.border,
-            self.max_height - 2 * self.border,
-            self.max_width - 2 * self.border,
-        )
-        scale = max(1.0, inner_min / height)
-        scale = min(scale, inner_max_h / height, inner_max_w / width)
+        scale = self._within_bounds(max(1.0, (self.min_height - 2 * self.border) / height), height, width)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         if size != (width, height):
             ink = np.asarray(Image.fromarray(ink, mode="L").resize(size, Image.Resampling.BILINEAR))
@@ -202,20 +197,27 @@ class Im2LatexImageProcessor(BaseImageProcessor):
         values = ink.astype(np.float32) / peak if peak > 0 else ink.astype(np.float32)
         return np.pad(values, self.border)
 
+    def _within_bounds(self, scale: float, height: int, width: int) -> float:
+        """`scale`, lowered where needed so that an image of `height` x `width` ink pixels, scaled, fits the size
+        bounds with its border."""
+        inner_max_h, inner_max_w = self.max_height - 2 * self.border, self.max_width - 2 * self.border
+        return min(scale, inner_max_h / height, inner_max_w / width)
+
     @staticmethod
-    def glyph_height(prepared: np.ndarray) -> float:
-        """The median height in pixels of the glyphs (connected ink blobs of 3 pixels or more) of a prepared image;
-        0 when it has none."""
-        ink = (prepared > 0.5).astype(np.uint8)
-        count, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    def glyph_height(prepared: np.ndarray, glyphs: np.ndarray | None = None) -> float:
+        """The median height in pixels of the glyphs (connected blobs of 3 pixels or more above 0.5) of a prepared
+        image; 0 when it has none. `glyphs`: that uint8 mask, when the caller has it already."""
+        glyphs = (prepared > 0.5).astype(np.uint8) if glyphs is None else glyphs
+        _, _, stats, _ = cv2.connectedComponentsWithStats(glyphs, connectivity=8)
         heights = stats[1:, cv2.CC_STAT_HEIGHT][stats[1:, cv2.CC_STAT_AREA] >= 3]
         return float(np.median(heights)) if heights.size else 0.0
 
     @staticmethod
-    def background_noise(prepared: np.ndarray) -> float:
+    def background_noise(prepared: np.ndarray, glyphs: np.ndarray | None = None) -> float:
         """The mean ink intensity of a prepared image's background: pixels more than 3 away from any glyph pixel
-        (above 0.5). 0 on a clean rendering; speckle noise raises it."""
-        near_ink = cv2.dilate((prepared > 0.5).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+        (above 0.5). 0 on a clean rendering; speckle noise raises it. `glyphs`: as for `glyph_height`."""
+        glyphs = (prepared > 0.5).astype(np.uint8) if glyphs is None else glyphs
+        near_ink = cv2.dilate(glyphs, np.ones((7, 7), np.uint8)) > 0
         background = prepared[~near_ink]
         return float(background.mean()) if background.size else 0.0
 
@@ -228,19 +230,15 @@ class Im2LatexImageProcessor(BaseImageProcessor):
         glyphs, which the model reads worse than the same glyphs enlarged. Enlarged noise, though, is read
         confidently and wrongly, often in loops, hence the noise bound. Measured in the model card.
         """
-        height = self.glyph_height(prepared)
-        if not self.min_glyph_height or not 0 < height < self.min_glyph_height:
+        if not self.min_glyph_height:
             return None
-        if self.background_noise(prepared) > MAX_ENLARGE_NOISE:
+        glyphs = (prepared > 0.5).astype(np.uint8)
+        height = self.glyph_height(prepared, glyphs)
+        if not 0 < height < self.min_glyph_height or self.background_noise(prepared, glyphs) > MAX_ENLARGE_NOISE:
             return None
         b = self.border
         inner = prepared[b : prepared.shape[0] - b, b : prepared.shape[1] - b]
-        factor = min(
-            max_factor,
-            self.min_glyph_height / height,
-            (self.max_height - 2 * b) / inner.shape[0],
-            (self.max_width - 2 * b) / inner.shape[1],
-        )
+        factor = self._within_bounds(min(max_factor, self.min_glyph_height / height), *inner.shape)
         if factor < 1.05:
             return None
         size = (round(inner.shape[1] * factor), round(inner.shape[0] * factor))

@@ -49,8 +49,10 @@ def read_formulas(
     Returns:
         One `Reading` per image, in order.
     """
+    if num_beams is not None:
+        generate_kwargs["num_beams"] = num_beams
     image_processor = processor.image_processor
-    best = _generate(model, processor, images, bucket, num_beams, generate_kwargs)
+    best = _generate(model, processor, images, bucket, generate_kwargs)
     # Enlarged views batch by their own bucket, so that each reads as it would alone, whatever the batch.
     groups = defaultdict(dict)
     for index, image in enumerate(images):
@@ -59,7 +61,7 @@ def read_formulas(
             key = image_processor.padded_shape([enlarged.shape], bucket) if bucket is not None else None
             groups[key][index] = enlarged
     for group in groups.values():
-        readings = _generate(model, processor, list(group.values()), bucket, num_beams, generate_kwargs)
+        readings = _generate(model, processor, list(group.values()), bucket, generate_kwargs)
         for index, reading in zip(group, readings, strict=True):
             if (not reading.truncated, reading.score) > (not best[index].truncated, best[index].score):
                 best[index] = replace(reading, enlarged=True)
@@ -71,13 +73,10 @@ def _generate(
     processor: ProcessorMixin,
     images: list[np.ndarray],
     bucket: tuple[int, int] | None,
-    num_beams: int | None,
     generate_kwargs: dict,
 ) -> list[Reading]:
     """One `generate` call over prepared images: a `Reading` each."""
     pixel_values = processor.image_processor.pad(images, bucket=bucket).to(device=model.device, dtype=model.dtype)
-    if num_beams is not None:
-        generate_kwargs["num_beams"] = num_beams
     out = model.generate(
         pixel_values=pixel_values, output_scores=True, return_dict_in_generate=True, **generate_kwargs
     )

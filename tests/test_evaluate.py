@@ -14,6 +14,9 @@ import torch
 from datasets import Dataset
 from PIL import Image, ImageDraw
 
+import modeling.inference
+from modeling.inference import Reading
+
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {"bleu", "token_edit_similarity", "cer", "exact_match", "truncated_fraction", "enlarged_fraction"}
 RUN_KEYS = {
@@ -356,9 +359,24 @@ def test_bad_rescore_exits_2(arguments, message, evaluate_script, model_dir, tmp
     assert not (tmp_path / "out").exists()
 
 
-def test_min_glyph_height_overrides_the_processor(evaluate_script, model_dir, dataset_dir, tmp_path):
-    output = tmp_path / "eval"
-    arguments = ["--model", str(model_dir), "--dataset", str(dataset_dir), "--output", str(output), "--num-beams", "1"]
-    assert evaluate_script.main([*arguments, "--min-glyph-height", "0"]) == 0
-    metrics = json.loads((output / "metrics.json").read_text())
-    assert metrics["min_glyph_height"] == 0 and metrics["enlarged_fraction"] == 0.0
+def test_min_glyph_height_overrides_the_processor(evaluate_script, model_dir, tmp_path, monkeypatch):
+    # Lines of small glyphs, which the processor enlarges, read by a stand-in that is surer of taller images.
+    folder = tmp_path / "small"
+    folder.mkdir()
+    texts = {"0.png": ("x+1\ny-2\nz=3", (200, 60)), "1.png": ("a/b\nc", (120, 60))}
+    for name, (text, size) in texts.items():
+        image = Image.new("L", size, 255)
+        ImageDraw.Draw(image).text((8, 8), text, fill=0)
+        image.save(folder / name)
+    (folder / "metadata.csv").write_text("file_name,formula\n0.png,x\n1.png,x\n", encoding="utf-8")
+
+    def taller_is_surer(model, processor, views, bucket, generate_kwargs):
+        return [Reading("x", float(view.shape[0]), False) for view in views]
+
+    monkeypatch.setattr(modeling.inference, "_generate", taller_is_surer)
+    for given, expected in ((None, (12, 1.0)), ("0", (0, 0.0))):
+        output = tmp_path / f"eval-{given}"
+        arguments = ["--model", str(model_dir), "--dataset", str(folder), "--output", str(output), "--num-beams", "1"]
+        assert evaluate_script.main(arguments + (["--min-glyph-height", given] if given else [])) == 0
+        metrics = json.loads((output / "metrics.json").read_text())
+        assert (metrics["min_glyph_height"], metrics["enlarged_fraction"]) == expected

@@ -331,7 +331,7 @@ def test_read_formulas_keeps_the_more_confident_of_native_and_enlarged(tiny_mode
     calls = []
 
     def by_height(sign):
-        def generate(model, processor, views, bucket, num_beams, generate_kwargs):
+        def generate(model, processor, views, bucket, generate_kwargs):
             calls.append([view.shape for view in views])
             return [Reading(str(view.shape), sign * view.shape[0], False) for view in views]
 
@@ -351,7 +351,7 @@ def test_read_formulas_keeps_the_more_confident_of_native_and_enlarged(tiny_mode
 
     # A reading that hit the length limit loses to one that ended, whatever its confidence.
     def truncated_when(enlarged_view):  # the truncated view is also the more confident one
-        def generate(model, processor, views, bucket, num_beams, generate_kwargs):
+        def generate(model, processor, views, bucket, generate_kwargs):
             sign = 1 if enlarged_view else -1
             return [Reading(str(v.shape), sign * v.shape[0], (v.shape[0] > 60) == enlarged_view) for v in views]
 
