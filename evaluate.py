@@ -7,7 +7,8 @@
 Writes OUTPUT/metrics.json (the metrics, speed and run details) and OUTPUT/predictions.jsonl (one
 `{"image", "reference", "prediction", "truncated", "enlarged"}` per example) and prints the metrics;
 `enlarged_fraction` is the share of readings taken from the image enlarged (see `--min-glyph-height`, and
-`Im2LatexImageProcessor.enlarged`). `--check-compiles` renders
+`Im2LatexImageProcessor.enlarged`); images with a noisy background are filtered first (see `--denoise-strength`, and
+`Im2LatexImageProcessor.prepare`). `--check-compiles` renders
 every prediction with pdflatex and adds `compile_fraction` (and a `compiles` field per prediction). `--image-match`
 renders the references too and adds `image_exact_match`: the share of predictions that render to exactly the
 reference's pixels, so that spellings TeX renders the same count as right (an `image_match` field per prediction;
@@ -278,6 +279,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also read images with smaller glyphs enlarged, keeping the more confident reading; 0: never "
         "(default: the model's processor)",
     )
+    parser.add_argument(
+        "--denoise-strength",
+        type=float,
+        help="filter images with a noisy background before reading, at this strength; 0: never "
+        "(default: the model's processor)",
+    )
     parser.add_argument("--max-samples", type=int, help="score only the first N examples")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--image-column", default="image")
@@ -313,6 +320,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.min_glyph_height is not None and args.min_glyph_height < 0:
         raise UsageError(f"--min-glyph-height must be at least 0, got {args.min_glyph_height}")
+    if args.denoise_strength is not None and args.denoise_strength < 0:
+        raise UsageError(f"--denoise-strength must be at least 0, got {args.denoise_strength}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was given but no CUDA device is available")
     if (args.check_compiles or args.image_match) and shutil.which("pdflatex") is None:
@@ -334,6 +343,8 @@ def read_dataset(args: argparse.Namespace) -> tuple[list[dict], dict]:
         model.config.group_token_ids = group_token_ids(processor.tokenizer)
     if args.min_glyph_height is not None:
         processor.image_processor.min_glyph_height = args.min_glyph_height
+    if args.denoise_strength is not None:
+        processor.image_processor.denoise_strength = args.denoise_strength
 
     # Timed: preprocessing + generation + decoding (not loading).
     started = time.perf_counter()
@@ -352,6 +363,7 @@ def read_dataset(args: argparse.Namespace) -> tuple[list[dict], dict]:
         "num_beams": args.num_beams,
         "balanced_groups": bool(getattr(model.config, "group_token_ids", None)),
         "min_glyph_height": processor.image_processor.min_glyph_height,
+        "denoise_strength": processor.image_processor.denoise_strength,
         "seconds": round(seconds, 3),
         "formulas_per_second": len(records) / seconds if seconds > 0 else 0.0,
     }

@@ -1,6 +1,6 @@
 """Training-input speed per core: decode -> augment -> image processor -> collate, on stored train rows.
 
-    python -m bench.data_pipeline --dataset datasets/im2latex [--rows 2000] [--batch-size 64]
+    python -m bench.data_pipeline --dataset datasets/im2latex [--rows 2000] [--batch-size 64] [--denoise]
 
 Runs in one process with one OpenCV and one torch thread, so the numbers are per core. A 6,000 images/s GPU
 fed from 16 cores needs about 400 images/s per core end to end. Also prints the stored bytes per train image and
@@ -29,6 +29,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2000, help="train rows to time")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--denoise",
+        action="store_true",
+        help="filter noisy images as reading does (training does not: see data.dataset.ProcessFormulas)",
+    )
     args = parser.parse_args()
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
@@ -66,7 +71,7 @@ def main() -> None:
     augmented = [augment(image, config, rng) for image in images]
     stages["augment"] = time.perf_counter() - began
     began = time.perf_counter()
-    prepared = [processor.prepare(image) for image in augmented]
+    prepared = [processor.prepare(image, denoise=args.denoise) for image in augmented]
     stages["prepare"] = time.perf_counter() - began
     began = time.perf_counter()
     for start in range(0, n, args.batch_size):

@@ -14,11 +14,12 @@ from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 ImageLike = Image.Image | str | os.PathLike | bytes | np.ndarray
 # Reading (not training) pads each image up to these (height, width) steps: see `Im2LatexImageProcessor.padded_shape`.
 READING_BUCKET = (96, 512)
-# `Im2LatexImageProcessor.enlarged` leaves noisier images alone. Chosen on the first 300 validation images: scaled to
-# 0.4-0.7 (JPEG and levels as in training), a background noise of 0.005 (median) and 0.019 (95th percentile); scaled
-# to 0.4-1.0 with blur (sigma 0.5-1.5) and noise (sigma 8-20) added, 0.034 (median) and 0.020 (5th percentile); as
-# rendered, 0.0001 at the 99th percentile.
-MAX_ENLARGE_NOISE = 0.02
+# An image whose background noise (`Im2LatexImageProcessor.background_noise`) is above this counts as noisy: `prepare`
+# filters it, and `enlarged` leaves it alone. Chosen on the first 300 validation images: scaled to 0.4-0.7 (JPEG and
+# levels as in training), a background noise of 0.005 (median) and 0.019 (95th percentile); scaled to 0.4-1.0 with
+# blur (sigma 0.5-1.5) and noise (sigma 8-20) added, 0.034 (median) and 0.020 (5th percentile); as rendered, 0.0001
+# at the 99th percentile.
+NOISY_BACKGROUND = 0.02
 
 
 class InvalidImageError(ValueError):
@@ -134,6 +135,9 @@ class Im2LatexImageProcessor(BaseImageProcessor):
         min_glyph_height (`int`, defaults to 12): reading also tries a prepared image enlarged so that its median
             glyph is this high, when its glyphs are smaller (`enlarged`), and keeps the more confident reading;
             0 turns that off.
+        denoise_strength (`float`, defaults to 1.0): an image with a noisy background (`background_noise` above
+            `NOISY_BACKGROUND`) is filtered with OpenCV's non-local means and prepared again, the filter's strength
+            being this times its background noise (in 0-255 intensity steps); 0 turns that off.
     """
 
     model_input_names = ["pixel_values"]
@@ -149,6 +153,7 @@ class Im2LatexImageProcessor(BaseImageProcessor):
         do_crop: bool = True,
         max_input_pixels: int = 40_000_000,
         min_glyph_height: int = 12,
+        denoise_strength: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -157,10 +162,17 @@ class Im2LatexImageProcessor(BaseImageProcessor):
                 f"need 0 <= 2*border < min_height <= max_height and 2*border < max_width, got border={border}, "
                 f"min_height={min_height}, max_height={max_height}, max_width={max_width}"
             )
-        if pad_to_multiple_of < 1 or not 0 < ink_threshold < 255 or max_input_pixels < 1 or min_glyph_height < 0:
+        if (
+            pad_to_multiple_of < 1
+            or not 0 < ink_threshold < 255
+            or max_input_pixels < 1
+            or min_glyph_height < 0
+            or denoise_strength < 0
+        ):
             raise ValueError(
                 f"invalid pad_to_multiple_of={pad_to_multiple_of}, ink_threshold={ink_threshold}, "
-                f"max_input_pixels={max_input_pixels} or min_glyph_height={min_glyph_height}"
+                f"max_input_pixels={max_input_pixels}, min_glyph_height={min_glyph_height} or "
+                f"denoise_strength={denoise_strength}"
             )
         self.min_height = min_height
         self.max_height = max_height
@@ -171,10 +183,29 @@ class Im2LatexImageProcessor(BaseImageProcessor):
         self.do_crop = do_crop
         self.max_input_pixels = max_input_pixels
         self.min_glyph_height = min_glyph_height
+        self.denoise_strength = denoise_strength
 
-    def prepare(self, image: ImageLike) -> np.ndarray:
-        """One image -> float32 (height, width) ink intensities, cropped and scaled but not yet padded."""
-        gray = np.asarray(load_image(image, max_pixels=self.max_input_pixels), dtype=np.int16)
+    def prepare(self, image: ImageLike, denoise: bool = True) -> np.ndarray:
+        """One image -> float32 (height, width) ink intensities, cropped and scaled but not yet padded.
+
+        A noisy image (see `denoise_strength`) is filtered and prepared again, unless `denoise` is False: noise is not
+        ink, so it is not kept as such, and it no longer widens the crop.
+        """
+        gray = np.asarray(load_image(image, max_pixels=self.max_input_pixels))
+        ink = self._cropped_ink(gray)
+        # Noise is measured at the image's own resolution, where the filter works: scaling down would average it out.
+        peak = max(int(ink.max()), 1)
+        noise = self.background_noise(ink.astype(np.float32) / peak) if denoise and self.denoise_strength else 0.0
+        if noise > NOISY_BACKGROUND:
+            # Filter strength h in 8-bit steps; 7x7 patches, each compared with those in a 21x21 window (OpenCV's
+            # defaults). A strength that follows the noise spares the strokes of mildly noisy images, such as JPEGs.
+            ink = self._cropped_ink(cv2.fastNlMeansDenoising(gray, None, h=self.denoise_strength * 255 * noise))
+        return self._scaled(ink)
+
+    def _cropped_ink(self, gray: np.ndarray) -> np.ndarray:
+        """An 8-bit grayscale array -> uint8 ink intensities (background 0), cropped to the ink unless `do_crop` is
+        off; a blank page stays whole."""
+        gray = gray.astype(np.int16)
         edges = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
         background = int(np.median(edges))
         if background < 128:  # light glyphs on a dark page
@@ -182,11 +213,14 @@ class Im2LatexImageProcessor(BaseImageProcessor):
         ink = np.clip(background - gray, 0, 255).astype(np.uint8)  # (H, W), background 0
         mask = ink > self.ink_threshold
         if not mask.any():  # a blank page: keep it as is, all background
-            ink = np.zeros_like(ink)
-        elif self.do_crop:
+            return np.zeros_like(ink)
+        if self.do_crop:
             rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
             ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        return ink
 
+    def _scaled(self, ink: np.ndarray) -> np.ndarray:
+        """Cropped uint8 ink -> float32 intensities scaled into the size bounds, the darkest ink 1, with the border."""
         height, width = ink.shape
         scale = self._within_bounds(max(1.0, (self.min_height - 2 * self.border) / height), height, width)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -224,7 +258,7 @@ class Im2LatexImageProcessor(BaseImageProcessor):
     def enlarged(self, prepared: np.ndarray, max_factor: float = 3.0) -> np.ndarray | None:
         """A prepared image scaled up (bicubic) until its median glyph is `min_glyph_height` high, by at most
         `max_factor` and within the size bounds; None when its glyphs are that high already, when it cannot grow,
-        or when its background is noisy (`background_noise` above `MAX_ENLARGE_NOISE`).
+        or when its background is still noisy after `prepare` (`background_noise` above `NOISY_BACKGROUND`).
 
         Reading both and keeping the more confident reading (`read_formulas`) helps with small, screen-resolution
         glyphs, which the model reads worse than the same glyphs enlarged. Enlarged noise, though, is read
@@ -234,7 +268,7 @@ class Im2LatexImageProcessor(BaseImageProcessor):
             return None
         glyphs = (prepared > 0.5).astype(np.uint8)
         height = self.glyph_height(prepared, glyphs)
-        if not 0 < height < self.min_glyph_height or self.background_noise(prepared, glyphs) > MAX_ENLARGE_NOISE:
+        if not 0 < height < self.min_glyph_height or self.background_noise(prepared, glyphs) > NOISY_BACKGROUND:
             return None
         b = self.border
         inner = prepared[b : prepared.shape[0] - b, b : prepared.shape[1] - b]

@@ -141,6 +141,25 @@ def test_process_formulas_labels_end_with_eos(tiny_processor, batch):
         assert pixels.ndim == 2  # unpadded: the collator pads
 
 
+def test_augmented_images_are_prepared_unfiltered(tiny_processor, batch):
+    """Reading filters noisy images; training, which augments them, keeps its noise for the model to learn."""
+    rng = np.random.default_rng(0)
+    noisy = []
+    for image in batch["image"]:  # in wide margins, where the noise shows
+        page = PILImage.new("L", (image.width + 200, image.height + 60), 255)
+        page.paste(image.convert("L"), (100, 30))
+        speckled = np.asarray(page) + rng.normal(0, 14, (page.height, page.width))
+        noisy.append(PILImage.fromarray(np.clip(speckled, 0, 255).astype(np.uint8)))
+    noisy_batch = {**batch, "image": noisy}
+    prepare = tiny_processor.image_processor.prepare
+    read = ProcessFormulas(tiny_processor, max_label_length=128)(noisy_batch)["pixel_values"]
+    trained = ProcessFormulas(tiny_processor, max_label_length=128, augment=lambda b: b)(noisy_batch)["pixel_values"]
+    for image, for_reading, for_training in zip(noisy, read, trained, strict=True):
+        np.testing.assert_array_equal(for_reading, prepare(image))
+        np.testing.assert_array_equal(for_training, prepare(image, denoise=False))
+        assert not np.array_equal(for_reading, for_training)  # the noise filter ran for reading only
+
+
 def test_labels_are_the_canonical_form(tiny_processor, batch):
     """Labels follow the current normalisation whatever form the dataset stores (an older build, a raw list)."""
     tokenizer = tiny_processor.tokenizer

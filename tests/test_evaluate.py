@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {"bleu", "token_edit_similarity", "cer", "exact_match", "truncated_fraction", "enlarged_fraction"}
 RUN_KEYS = {
     "num_samples", "num_skipped", "split", "dataset", "model", "num_beams", "balanced_groups", "min_glyph_height",
-    "seconds", "formulas_per_second",
+    "denoise_strength", "seconds", "formulas_per_second",
 }  # fmt: skip
 
 
@@ -73,6 +74,7 @@ def test_evaluate_writes_metrics_and_predictions(model_dir, dataset_dir, fixture
     assert set(metrics) == METRIC_KEYS | RUN_KEYS
     assert metrics["num_samples"] == 3 and metrics["num_skipped"] == 0 and metrics["num_beams"] == 2
     assert metrics["balanced_groups"] is False and metrics["min_glyph_height"] == 12  # the processor's
+    assert metrics["denoise_strength"] == 1.0
     assert metrics["split"] == "test" and metrics["dataset"] == str(dataset_dir) and metrics["model"] == str(model_dir)
     assert 0.0 <= metrics["bleu"] < 0.99 and 0.0 <= metrics["token_edit_similarity"] <= 1.0
     assert metrics["cer"] >= 0.0 and 0.0 <= metrics["exact_match"] <= 1.0
@@ -155,6 +157,7 @@ def evaluate_script():
         ({"--formula-column": "latex"}, "has no formula column 'latex'"),
         ({"--batch-size": "0"}, "error: --batch-size must be at least 1, got 0"),
         ({"--min-glyph-height": "-1"}, "error: --min-glyph-height must be at least 0, got -1"),
+        ({"--denoise-strength": "-0.5"}, "error: --denoise-strength must be at least 0, got -0.5"),
     ],
 )
 def test_bad_arguments_exit_2(change, message, evaluate_script, model_dir, dataset_dir, tmp_path, capsys):
@@ -380,3 +383,28 @@ def test_min_glyph_height_overrides_the_processor(evaluate_script, model_dir, tm
         assert evaluate_script.main(arguments + (["--min-glyph-height", given] if given else [])) == 0
         metrics = json.loads((output / "metrics.json").read_text())
         assert (metrics["min_glyph_height"], metrics["enlarged_fraction"]) == expected
+
+
+def test_denoise_strength_overrides_the_processor(evaluate_script, model_dir, tmp_path, monkeypatch):
+    # A line of text in wide margins, speckled: kept noisy, the speckle widens the crop; filtered, it does not.
+    folder = tmp_path / "noisy"
+    folder.mkdir()
+    page = Image.new("L", (400, 80), 255)
+    ImageDraw.Draw(page).text((150, 30), "x + y = z", fill=0)
+    noise = np.random.default_rng(0).normal(0.0, 14.0, (80, 400))
+    Image.fromarray(np.clip(np.asarray(page) + noise, 0, 255).astype(np.uint8)).save(folder / "0.png")
+    (folder / "metadata.csv").write_text("file_name,formula\n0.png,x\n", encoding="utf-8")
+
+    def width_reader(model, processor, views, bucket, generate_kwargs):  # reads each view as its width
+        return [Reading(str(view.shape[1]), 0.0, False) for view in views]
+
+    monkeypatch.setattr(modeling.inference, "_generate", width_reader)
+    widths = {}
+    for given in (None, "0"):
+        output = tmp_path / f"eval-{given}"
+        arguments = ["--model", str(model_dir), "--dataset", str(folder), "--output", str(output), "--num-beams", "1"]
+        assert evaluate_script.main(arguments + (["--denoise-strength", given] if given else [])) == 0
+        assert json.loads((output / "metrics.json").read_text())["denoise_strength"] == (1.0 if given is None else 0)
+        prediction = json.loads((output / "predictions.jsonl").read_text().splitlines()[0])["prediction"]
+        widths[given] = int(prediction.replace(" ", ""))
+    assert widths[None] < widths["0"] / 2

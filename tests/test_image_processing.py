@@ -8,6 +8,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from modeling import Im2LatexImageProcessor, InvalidImageError, load_image
+from modeling.image_processing_im2latex import NOISY_BACKGROUND
 
 
 def drawing(mode: str = "L", size=(240, 60), ink=0, paper=255) -> Image.Image:
@@ -200,3 +201,20 @@ def test_noisy_backgrounds_are_not_enlarged(processor):
     speckled[::2, ::3] = np.maximum(speckled[::2, ::3], 0.3)  # faint dots everywhere: 1 pixel in 6 at 0.3
     assert processor.background_noise(speckled) == pytest.approx(0.05, abs=0.01)
     assert processor.enlarged(clean) is not None and processor.enlarged(speckled) is None
+
+
+def test_noisy_images_are_denoised_before_they_are_prepared():
+    page = np.full((80, 400), 255, dtype=np.uint8)  # six dark bars inside wide white margins
+    for index in range(6):
+        page[30:50, 80 + 40 * index : 86 + 40 * index] = 0
+    noisy = np.clip(page + np.random.default_rng(0).normal(0.0, 14.0, page.shape), 0, 255).astype(np.uint8)
+    kept = Im2LatexImageProcessor(denoise_strength=0)
+    clean = kept.prepare(page)
+    assert kept.prepare(noisy).shape[1] > clean.shape[1] + 100  # noise counts as ink: the crop takes the margins
+    assert kept.background_noise(kept.prepare(noisy)) > NOISY_BACKGROUND
+    denoised = Im2LatexImageProcessor().prepare(noisy)
+    assert denoised.shape[1] == pytest.approx(clean.shape[1], rel=0.15)  # the crop is the bars' again, nearly
+    assert kept.background_noise(denoised) < NOISY_BACKGROUND / 3
+    assert np.array_equal(Im2LatexImageProcessor().prepare(page), clean)  # a clean image is not filtered
+    with pytest.raises(ValueError, match="denoise_strength=-1"):
+        Im2LatexImageProcessor(denoise_strength=-1)
