@@ -55,6 +55,10 @@ logger = logging.getLogger(__name__)
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
+# Image processor settings that a command-line option of the same name overrides, and metrics.json records.
+IMAGE_PROCESSOR_OPTIONS = ("min_glyph_height", "denoise_strength")
+
+
 class UsageError(Exception):
     """A bad argument: reported as one line, exit status 2."""
 
@@ -318,10 +322,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("num_beams", "batch_size", "max_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.min_glyph_height is not None and args.min_glyph_height < 0:
-        raise UsageError(f"--min-glyph-height must be at least 0, got {args.min_glyph_height}")
-    if args.denoise_strength is not None and args.denoise_strength < 0:
-        raise UsageError(f"--denoise-strength must be at least 0, got {args.denoise_strength}")
+    for name in IMAGE_PROCESSOR_OPTIONS:
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 0, got {getattr(args, name)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was given but no CUDA device is available")
     if (args.check_compiles or args.image_match) and shutil.which("pdflatex") is None:
@@ -341,10 +344,9 @@ def read_dataset(args: argparse.Namespace) -> tuple[list[dict], dict]:
     args.num_beams = args.num_beams or model.generation_config.num_beams or 1
     if args.balanced_groups:
         model.config.group_token_ids = group_token_ids(processor.tokenizer)
-    if args.min_glyph_height is not None:
-        processor.image_processor.min_glyph_height = args.min_glyph_height
-    if args.denoise_strength is not None:
-        processor.image_processor.denoise_strength = args.denoise_strength
+    for name in IMAGE_PROCESSOR_OPTIONS:
+        if getattr(args, name) is not None:
+            setattr(processor.image_processor, name, getattr(args, name))
 
     # Timed: preprocessing + generation + decoding (not loading).
     started = time.perf_counter()
@@ -362,8 +364,7 @@ def read_dataset(args: argparse.Namespace) -> tuple[list[dict], dict]:
         "model": args.model,
         "num_beams": args.num_beams,
         "balanced_groups": bool(getattr(model.config, "group_token_ids", None)),
-        "min_glyph_height": processor.image_processor.min_glyph_height,
-        "denoise_strength": processor.image_processor.denoise_strength,
+        **{name: getattr(processor.image_processor, name) for name in IMAGE_PROCESSOR_OPTIONS},
         "seconds": round(seconds, 3),
         "formulas_per_second": len(records) / seconds if seconds > 0 else 0.0,
     }

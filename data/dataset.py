@@ -70,8 +70,9 @@ class ProcessFormulas:
         max_label_length: labels are cut to this many ids (the decoder's positions).
         augment: a batch transform applied to the images first (training only), e.g.
             `data.augment.make_train_transform()`. Augmented images are prepared without the image processor's noise
-            filter (`denoise_strength`): training is where the model learns to read noise, and filtering would more
-            than halve the input speed (`python -m bench.data_pipeline`: 429 against 190 images/s per core).
+            filter (`denoise_strength`): training is where the model learns to read noise, and filtering would about
+            halve the input speed (`python -m bench.data_pipeline [--denoise]`: 480-630 against 250 images/s per
+            core, below the 400 a GPU needs).
     """
 
     def __init__(self, processor: Any, max_label_length: int, augment: Callable[[dict], dict] | None = None):

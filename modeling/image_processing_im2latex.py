@@ -15,10 +15,11 @@ ImageLike = Image.Image | str | os.PathLike | bytes | np.ndarray
 # Reading (not training) pads each image up to these (height, width) steps: see `Im2LatexImageProcessor.padded_shape`.
 READING_BUCKET = (96, 512)
 # An image whose background noise (`Im2LatexImageProcessor.background_noise`) is above this counts as noisy: `prepare`
-# filters it, and `enlarged` leaves it alone. Chosen on the first 300 validation images: scaled to 0.4-0.7 (JPEG and
-# levels as in training), a background noise of 0.005 (median) and 0.019 (95th percentile); scaled to 0.4-1.0 with
-# blur (sigma 0.5-1.5) and noise (sigma 8-20) added, 0.034 (median) and 0.020 (5th percentile); as rendered, 0.0001
-# at the 99th percentile.
+# filters it (noise measured at the image's own resolution), and `enlarged` leaves it alone (noise measured on the
+# prepared image). Chosen on the first 300 validation images, prepared: scaled to 0.4-0.7 (JPEG and levels as in
+# training), a background noise of 0.005 (median) and 0.019 (95th percentile); scaled to 0.4-1.0 with blur (sigma
+# 0.5-1.5) and noise (sigma 8-20) added, 0.034 (median) and 0.020 (5th percentile); as rendered, 0.0001 at the 99th
+# percentile. The filter's checks at the images' own resolution are in the model card (Decoding: noisy images).
 NOISY_BACKGROUND = 0.02
 
 
@@ -248,8 +249,9 @@ class Im2LatexImageProcessor(BaseImageProcessor):
 
     @staticmethod
     def background_noise(prepared: np.ndarray, glyphs: np.ndarray | None = None) -> float:
-        """The mean ink intensity of a prepared image's background: pixels more than 3 away from any glyph pixel
-        (above 0.5). 0 on a clean rendering; speckle noise raises it. `glyphs`: as for `glyph_height`."""
+        """The mean ink intensity of an image's background: pixels more than 3 away from any glyph pixel (above 0.5).
+        0 on a clean rendering; speckle noise raises it. `prepared`: a prepared image, or any ink image with
+        background 0 and its darkest ink 1 (`prepare` measures the cropped ink so). `glyphs`: as for `glyph_height`."""
         glyphs = (prepared > 0.5).astype(np.uint8) if glyphs is None else glyphs
         near_ink = cv2.dilate(glyphs, np.ones((7, 7), np.uint8)) > 0
         background = prepared[~near_ink]
