@@ -20,7 +20,7 @@ import transformers
 from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from data.augment import make_train_transform
+from data.augment import AugmentConfig, make_train_transform
 from data.collator import FormulaCollator
 from data.dataset import ProcessFormulas, load_formula_dataset, size_sorted_stream, with_canonical_formulas
 from data.metrics import build_compute_metrics
@@ -75,6 +75,13 @@ class DataArguments:
     max_train_samples: int | None = None
     max_eval_samples: int | None = field(default=500, metadata={"help": "Validation formulas scored per eval."})
     augment: bool = field(default=True, metadata={"help": "Augment training images on the fly."})
+    augment_options: str | None = field(
+        default=None,
+        metadata={
+            "help": "AugmentConfig fields that replace its defaults: a JSON object on the command line, e.g. "
+            "'{\"p_blur\": 0.5}', or an object in the config file. See data/augment.py."
+        },
+    )
     pool_batches: int = field(
         default=0,
         metadata={
@@ -194,6 +201,9 @@ def main() -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     keep_bf16_where_supported(training_args)
+    augment_config = AugmentConfig.from_options(data_args.augment_options)  # bad options fail before any work
+    if data_args.augment:
+        logger.info("augmentation: %s", augment_config)
     # The datasets transforms need the raw `image` and `formula` columns, which are no model arguments.
     training_args.remove_unused_columns = False
     set_seed(training_args.seed)
@@ -262,7 +272,7 @@ def main() -> None:
         training_args.generation_max_length = max_length
 
     # 5. On-the-fly processing: augmentation for training only
-    augment = make_train_transform(seed=training_args.seed) if data_args.augment else None
+    augment = make_train_transform(augment_config, seed=training_args.seed) if data_args.augment else None
     process_train = ProcessFormulas(processor, positions, augment=augment)
     if data_args.pool_batches > 0 and training_args.do_train:
         batch_size = training_args.per_device_train_batch_size

@@ -12,15 +12,17 @@ that creates it, before DataLoader workers start (setting it inside a forked wor
 
 Look at what it does::
 
-    python -m data.augment --input samples/ --output grid.png --n 8 --seed 0
+    python -m data.augment --input samples/ --output grid.png --n 8 --seed 0 [--options '{"p_blur": 1.0}']
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from statistics import NormalDist
@@ -97,6 +99,29 @@ class AugmentConfig:
             )
         if self.stroke_px < 0 or self.max_rotation_deg < 0 or not 0 <= self.min_contrast <= 255:
             raise ValueError("AugmentConfig: stroke_px, max_rotation_deg and min_contrast must be >= 0")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | str | None) -> AugmentConfig:
+        """The defaults with some fields replaced: `options` maps field names to values, or is that mapping as a JSON
+        object (as ``train.py --augment_options`` passes it). Lists become tuples, so JSON can give the ranges.
+
+        Raises:
+            ValueError: for a string that is not a JSON object, a name that is no field, or a bad value.
+        """
+        if options is None:
+            return cls()
+        if isinstance(options, str):
+            try:
+                options = json.loads(options)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"augment options {options!r} are not JSON: {error}") from None
+        if not isinstance(options, Mapping):
+            raise ValueError(f"augment options must be a JSON object of AugmentConfig fields, got {options!r}")
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise ValueError(f"unknown augment options {unknown}; AugmentConfig's fields are {names}")
+        return cls(**{name: tuple(value) if isinstance(value, list) else value for name, value in options.items()})
 
     def chance(self, p: float) -> float:
         """Return the probability `p` of one operation after applying `strength`."""
@@ -393,12 +418,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=8, help="at most this many source images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strength", type=float, default=1.0, help="multiplies every operation's chance")
+    parser.add_argument(
+        "--options", help="AugmentConfig fields as a JSON object, e.g. '{\"blur_sigma_range\": [0.3, 1.6]}'"
+    )
     args = parser.parse_args(argv)
+    try:
+        config = dataclasses.replace(AugmentConfig.from_options(args.options), strength=args.strength)
+    except ValueError as error:
+        parser.error(str(error))
     images = []
     for path in _collect_pngs(args.input)[: args.rows]:
         with Image.open(path) as image:
             images.append(image.copy())
-    grid = make_grid(images, AugmentConfig(strength=args.strength), args.n, args.seed)
+    grid = make_grid(images, config, args.n, args.seed)
     grid.save(args.output)
     print(f"wrote {args.output} ({grid.width}x{grid.height}, {len(images)} images x {args.n} augmentations)")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from data.augment import AugmentConfig, augment, make_grid, make_train_transform
+from data.augment import AugmentConfig, augment, main, make_grid, make_train_transform
 
 PROBABILITIES = [f.name for f in dataclasses.fields(AugmentConfig) if f.name.startswith("p_")]
 EVERYTHING = AugmentConfig(**dict.fromkeys(PROBABILITIES, 1.0))
@@ -101,6 +101,28 @@ def test_bad_inputs_raise_clear_errors() -> None:
         AugmentConfig(min_height=300, max_height=256)
 
 
+def test_options_replace_the_defaults() -> None:
+    assert AugmentConfig.from_options(None) == AugmentConfig()
+    from_json = AugmentConfig.from_options('{"p_blur": 1.0, "blur_sigma_range": [0.5, 1.6]}')
+    assert from_json == AugmentConfig(p_blur=1.0, blur_sigma_range=(0.5, 1.6))  # JSON lists become tuples
+    assert AugmentConfig.from_options({"noise_sigma_range": [2, 20]}).noise_sigma_range == (2, 20)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ('{"p_blurr": 0.5}', r"unknown augment options \['p_blurr'\]"),
+        ("p_blur=0.5", "are not JSON"),
+        ("[0.5]", "must be a JSON object"),
+        ('{"p_blur": 1.5}', "p_blur must be in"),
+        ({"blur_sigma_range": [1.6]}, "blur_sigma_range must be"),
+    ],
+)
+def test_bad_options_are_clear_errors(options, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        AugmentConfig.from_options(options)
+
+
 def _dataset(n: int = 4):
     datasets = pytest.importorskip("datasets")
     features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
@@ -141,6 +163,16 @@ def test_dataloader_workers_and_epochs_draw_different_augmentations() -> None:
     assert first_epoch != second_epoch
     torch.manual_seed(0)
     assert epoch() == first_epoch
+
+
+def test_grid_command_takes_options(tmp_path, capsys) -> None:
+    formula().save(tmp_path / "a.png")
+    output = tmp_path / "grid.png"
+    main(["--input", str(tmp_path / "a.png"), "--output", str(output), "--n", "2", "--options", '{"p_blur": 1.0}'])
+    assert Image.open(output).width > 0 and "1 images x 2 augmentations" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--input", str(tmp_path / "a.png"), "--output", str(output), "--options", '{"blur": 1}'])
+    assert exit_info.value.code == 2 and "unknown augment options ['blur']" in capsys.readouterr().err
 
 
 def test_make_grid_lays_out_originals_and_augmentations() -> None:

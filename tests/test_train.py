@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 from transformers import AutoProcessor, Seq2SeqTrainer
 
+from data.augment import AugmentConfig
 from data.normalize import canonical
 from modeling import Im2LatexForConditionalGeneration
 
@@ -174,6 +175,18 @@ def test_time_budget_saves_and_stops(tmp_path):
     assert (output / "model.safetensors").is_file()
 
 
+def test_augment_options_reach_the_augmentation(tmp_path):
+    no_eval = ("--eval_strategy", "no", "--do_eval", "false", "--load_best_model_at_end", "false")
+    args = ("configs/tiny.json", "--max_train_seconds", "0", *no_eval)
+    options = '{"p_blur": 0.9, "blur_sigma_range": [0.5, 1.6]}'
+    done = run_train(*args, "--output_dir", str(tmp_path / "good"), "--augment_options", options)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "p_blur=0.9, blur_sigma_range=(0.5, 1.6)" in done.stdout + done.stderr
+    done = run_train(*args, "--output_dir", str(tmp_path / "bad"), "--augment_options", '{"p_blurr": 0.9}')
+    assert done.returncode != 0 and "unknown augment options ['p_blurr']" in done.stderr
+    assert not (tmp_path / "bad").exists()  # refused before any work
+
+
 def test_gradient_accumulation_does_not_scale_the_loss(tmp_path):
     output = tmp_path / "accumulated"
     done = run_train(
@@ -210,6 +223,18 @@ def test_config_and_command_line_make_the_arguments(tmp_path):
     assert model_args.encoder_stage_widths == config["encoder_stage_widths"]
     assert training_args.eval_steps == config["eval_steps"]
     assert training_args.max_steps == 7 and training_args.output_dir == str(tmp_path)  # the flags win
+    assert data_args.augment_options is None
+
+
+def test_config_file_gives_augment_options_as_an_object(tmp_path):
+    config = json.loads((ROOT / "configs" / "tiny.json").read_text())
+    config["augment_options"] = {"p_noise": 0.5, "noise_sigma_range": [2, 20]}
+    path = tmp_path / "augment.json"
+    path.write_text(json.dumps(config))
+    _, data_args, _, _ = parse_train_args(str(path), "--output_dir", str(tmp_path / "out"))
+    assert AugmentConfig.from_options(data_args.augment_options).noise_sigma_range == (2, 20)
+    _, data_args, _, _ = parse_train_args(str(path), "--augment_options", '{"p_noise": 0.1}')
+    assert AugmentConfig.from_options(data_args.augment_options).p_noise == 0.1  # the command line wins
 
 
 def test_unknown_config_key_is_a_clear_error(tmp_path, capsys):
