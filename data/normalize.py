@@ -179,10 +179,9 @@ _UNSCRIPTED_ATOMS = _ACCENTS | {"\\sqrt"}
 # Commands whose arguments are braced when written as a single token (``\frac 1 2`` -> ``\frac { 1 } { 2 }``),
 # with their number of arguments; a script's unbraced argument takes a command's arguments with it
 # (``x ^ \textrm { F }`` -> ``x ^ { \textrm { F } }``; braced alone, the command would lose its argument).
-# ``\hbox`` may take ``to`` or ``spread`` before its box, so it is left as written.
 _ARGUMENT_COUNTS = {
     **dict.fromkeys(
-        _ACCENTS | _ALPHABETS | (_TEXT_COMMANDS - {"\\hbox"}) | {
+        _ACCENTS | _ALPHABETS | _TEXT_COMMANDS | {
             "\\dddot", "\\mathring", "\\overrightarrow", "\\overleftarrow", "\\overbrace", "\\underbrace",
             "\\boldsymbol", "\\bm", "\\pmb",
         },
@@ -319,6 +318,9 @@ def _parse(tokens: list[str], latex: str) -> Node:
             if keep_text_spaces and text_depth[-1] and not pending_text and not after_word:
                 stack[-1].append("~")
             continue
+        if token == "\\hbox" and next((t for t in tokens[i:] if t != " "), None) != "{":
+            # ``\hbox to 2em {...}`` and ``\hbox spread``: a box size, which no label or reading needs
+            raise LatexNormalizationError(f"\\hbox without a braced box in formula {latex!r}")
         if token in ("\\left", "\\right", "\\middle"):
             while i < len(tokens) and tokens[i] == " ":
                 i += 1

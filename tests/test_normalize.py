@@ -97,6 +97,7 @@ def same_skeleton(line: str, normalized: str) -> bool:
         ("x_\\mathrm{a}^2 \\bar K", "x _ { \\mathrm { a } } ^ { 2 } \\bar { K }"),
         # a text command keeps its argument when a script takes it unbraced; TeX expands it before the script
         ("H_\\text{Dot} + x^\\textbf{ab}", "H _ { \\textrm { D o t } } + x ^ { \\textbf { a b } }"),
+        ("x_\\hbox{a b}", "x _ { \\hbox { a ~ b } }"),
         ("E^\\textnormal{in}_r \\mbox{a}", "E _ { r } ^ { \\textnormal { i n } } \\mbox { a }"),
         ("f''(x) + g'^2_1", "f ^ { \\prime \\prime } ( x ) + g _ { 1 } ^ { \\prime 2 }"),
         # A subscript goes before a superscript on the same atom; a group in between makes a new atom.
@@ -163,8 +164,10 @@ def test_tokenize_commands_and_control_symbols() -> None:
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("bad", ["{a", "a}", "\\left( a", "a \\right)", "\\begin{array}{c} a", "\\end{matrix}"])
-def test_unbalanced_raises_typed_error(bad: str) -> None:
+@pytest.mark.parametrize(
+    "bad", ["{a", "a}", "\\left( a", "a \\right)", "\\begin{array}{c} a", "\\end{matrix}", "\\hbox to 2em{a}"]
+)
+def test_malformed_formula_raises_typed_error(bad: str) -> None:
     with pytest.raises(LatexNormalizationError, match="formula"):
         normalize(bad)
 
