@@ -169,6 +169,8 @@ def plot_curves(log_history: list[dict], path: Path) -> None:
     right.set(xlabel="step", ylim=(0, 1), title="Validation metrics")
     if metrics:
         right.legend()
+    else:
+        right.text(0.5, 0.5, "no validation in this run", ha="center", va="center", transform=right.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
