@@ -75,7 +75,8 @@ class DataArguments:
     max_train_samples: int | None = None
     max_eval_samples: int | None = field(default=500, metadata={"help": "Validation formulas scored per eval."})
     augment: bool = field(default=True, metadata={"help": "Augment training images on the fly."})
-    augment_options: str | None = field(
+    # dict in a config file, str (JSON) on the command line, as Seq2SeqTrainingArguments' lr_scheduler_kwargs
+    augment_options: dict | str | None = field(
         default=None,
         metadata={
             "help": "AugmentConfig fields that replace its defaults: a JSON object on the command line, e.g. "
@@ -122,7 +123,12 @@ def parse_args() -> tuple[ModelArguments, DataArguments, Seq2SeqTrainingArgument
         for action in parser._actions:
             if action.dest in defaults:
                 action.required = False
-    return parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, training_args, budget_args = parser.parse_args_into_dataclasses(args=argv)
+    try:  # bad options are refused here, before any work, as bad flags are
+        AugmentConfig.from_options(data_args.augment_options)
+    except ValueError as error:
+        parser.error(str(error))
+    return model_args, data_args, training_args, budget_args
 
 
 class TimeBudget(TrainerCallback):
@@ -203,9 +209,6 @@ def main() -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     keep_bf16_where_supported(training_args)
-    augment_config = AugmentConfig.from_options(data_args.augment_options)  # bad options fail before any work
-    if data_args.augment:
-        logger.info("augmentation: %s", augment_config)
     # The datasets transforms need the raw `image` and `formula` columns, which are no model arguments.
     training_args.remove_unused_columns = False
     set_seed(training_args.seed)
@@ -274,7 +277,11 @@ def main() -> None:
         training_args.generation_max_length = max_length
 
     # 5. On-the-fly processing: augmentation for training only
-    augment = make_train_transform(augment_config, seed=training_args.seed) if data_args.augment else None
+    augment = None
+    if data_args.augment:
+        augment_config = AugmentConfig.from_options(data_args.augment_options)
+        logger.info("augmentation: %s", augment_config)
+        augment = make_train_transform(augment_config, seed=training_args.seed)
     process_train = ProcessFormulas(processor, positions, augment=augment)
     if data_args.pool_batches > 0 and training_args.do_train:
         batch_size = training_args.per_device_train_batch_size

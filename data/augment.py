@@ -18,12 +18,11 @@ Look at what it does::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
@@ -423,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        config = dataclasses.replace(AugmentConfig.from_options(args.options), strength=args.strength)
+        config = replace(AugmentConfig.from_options(args.options), strength=args.strength)
     except ValueError as error:
         parser.error(str(error))
     images = []
