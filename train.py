@@ -153,8 +153,8 @@ class TimeBudget(TrainerCallback):
             control.should_training_stop = True
 
 
-def plot_curves(log_history: list[dict], path: Path) -> None:
-    """Loss and validation metrics against the training step, as a PNG for people to look at."""
+def plot_curves(log_history: list[dict], path: Path):
+    """Loss and validation metrics against the training step, as a PNG for people to look at; returns the figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,6 +180,7 @@ def plot_curves(log_history: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
 def cpu_has_native_bf16() -> bool:

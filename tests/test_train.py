@@ -314,3 +314,19 @@ def test_bf16_only_where_the_cpu_has_it(native, tiny_model, tmp_path, monkeypatc
     assert ("no native bfloat16" in caplog.text) is not native
     trainer = Seq2SeqTrainer(model=tiny_model, args=training_args)
     assert trainer.accelerator.mixed_precision == ("bf16" if native else "no")
+
+
+def test_curves_say_when_the_run_did_not_validate(tmp_path):
+    import train  # the root script; pytest puts the root on sys.path
+
+    losses = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+    metrics = {"eval_bleu": 0.3, "eval_token_edit_similarity": 0.5, "eval_exact_match": 0.1}
+    evals = [{"step": 2, "eval_loss": 1.6, **metrics}]
+    notes = {}
+    for name, history in (("without", losses), ("with", losses + evals)):
+        figure = train.plot_curves(history, tmp_path / f"{name}.png")
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        metrics_panel = figure.axes[1]
+        notes[name] = [text.get_text() for text in metrics_panel.texts]
+        assert len(metrics_panel.lines) == (0 if name == "without" else 3)
+    assert notes == {"without": ["no validation in this run"], "with": []}
