@@ -1,6 +1,7 @@
 """Training-input speed per core: decode -> augment -> image processor -> collate, on stored train rows.
 
-    python -m bench.data_pipeline --dataset datasets/im2latex [--rows 2000] [--batch-size 64] [--denoise]
+    python -m bench.data_pipeline --dataset datasets/im2latex [--rows 2000] [--batch-size 64] [--denoise] \
+        [--augment-options '{"p_blur": 0.5, "blur_sigma_range": [0.3, 1.6]}']
 
 Runs in one process with one OpenCV and one torch thread, so the numbers are per core. A 6,000 images/s GPU
 fed from 16 cores needs about 400 images/s per core end to end. Also prints the stored bytes per train image and
@@ -34,7 +35,15 @@ def main() -> None:
         action="store_true",
         help="filter noisy images as reading does (training does not: see data.dataset.ProcessFormulas)",
     )
+    parser.add_argument(
+        "--augment-options",
+        help="AugmentConfig fields to change, as a JSON object (what train.py --augment_options takes)",
+    )
     args = parser.parse_args()
+    try:
+        config = AugmentConfig.from_options(args.augment_options)
+    except ValueError as error:
+        parser.error(str(error))
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
@@ -61,7 +70,7 @@ def main() -> None:
         return image
 
     rng = np.random.default_rng(args.seed)
-    config, processor = AugmentConfig(), Im2LatexImageProcessor()
+    processor = Im2LatexImageProcessor()
     collator = FormulaCollator(processor)
     stages = {}
     began = time.perf_counter()
