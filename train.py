@@ -7,11 +7,13 @@ The output folder holds checkpoints (a killed run resumes from the last one), Te
 with its processor, tokenizer and generation config, and `training_curves.png`.
 """
 
+import itertools
 import json
 import logging
 import math
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,7 +96,7 @@ class DataArguments:
 
 
 @dataclass
-class BudgetArguments:
+class RunArguments:
     # Not a Seq2SeqTrainingArguments subclass: checkpoints pickle those, and a class of train.py's would not load.
     max_train_seconds: float | None = field(
         default=None,
@@ -103,11 +105,19 @@ class BudgetArguments:
             "time. The learning rate schedule still spans max_steps."
         },
     )
+    recalibrate_batch_norm: int = field(
+        default=0,
+        metadata={
+            "help": "Before saving, re-estimate the encoder's BatchNorm statistics as the plain average over this "
+            "many training batches (see recalibrate_batch_norm); with --do_train false, do only that to "
+            "--model_name_or_path. 0: keep the moving averages that training left."
+        },
+    )
 
 
-def parse_args() -> tuple[ModelArguments, DataArguments, Seq2SeqTrainingArguments, BudgetArguments]:
+def parse_args() -> tuple[ModelArguments, DataArguments, Seq2SeqTrainingArguments, RunArguments]:
     """One JSON file of defaults (its keys are the fields below), overridden by `--field value` arguments."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqTrainingArguments, BudgetArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, Seq2SeqTrainingArguments, RunArguments))
     argv = sys.argv[1:]
     if argv and argv[0].endswith(".json"):
         config_path = Path(argv.pop(0))
@@ -123,12 +133,12 @@ def parse_args() -> tuple[ModelArguments, DataArguments, Seq2SeqTrainingArgument
         for action in parser._actions:
             if action.dest in defaults:
                 action.required = False
-    model_args, data_args, training_args, budget_args = parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, training_args, run_args = parser.parse_args_into_dataclasses(args=argv)
     try:  # bad options are refused here, before any work, as bad flags are
         AugmentConfig.from_options(data_args.augment_options)
     except ValueError as error:
         parser.error(str(error))
-    return model_args, data_args, training_args, budget_args
+    return model_args, data_args, training_args, run_args
 
 
 class TimeBudget(TrainerCallback):
@@ -151,6 +161,40 @@ class TimeBudget(TrainerCallback):
             logger.info("time budget of %.0f s spent at step %d: saving and stopping", self.seconds, state.global_step)
             control.should_save = True
             control.should_training_stop = True
+
+
+def recalibrate_batch_norm(model: torch.nn.Module, batches: Iterable[dict], num_batches: int) -> int:
+    """Set every BatchNorm layer's running mean and variance to the plain average of its batch statistics over the
+    first `num_batches` of `batches` ("precise BatchNorm"), the rest of the model in eval mode and no weight changed;
+    returns the number of batches used.
+
+    Training leaves moving averages of its last few dozen batches (momentum 0.1), which can fit the model worse than
+    the statistics it trained with: after an H200 fine-tune of the shipped model they raised its validation loss
+    from 0.113 (recalibrated on 40 batches of 64) to 0.132 (v8 in the model card's "Tried").
+
+    Raises:
+        ValueError: if `batches` yields none, before any statistic is touched.
+    """
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("no batches to re-estimate the BatchNorm statistics from")
+    norms = [module for module in model.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta, was_training = [norm.momentum for norm in norms], model.training
+    model.eval()
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average
+        norm.train()
+    used = 0
+    with torch.no_grad():
+        for batch in itertools.chain([first], itertools.islice(batches, num_batches - 1)):
+            model(**batch)
+            used += 1
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    model.train(was_training)
+    return used
 
 
 def plot_curves(log_history: list[dict], path: Path):
@@ -206,7 +250,7 @@ def keep_bf16_where_supported(training_args: Seq2SeqTrainingArguments) -> None:
 
 def main() -> None:
     # 1. Arguments and logging
-    model_args, data_args, training_args, budget_args = parse_args()
+    model_args, data_args, training_args, run_args = parse_args()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     keep_bf16_where_supported(training_args)
@@ -284,7 +328,8 @@ def main() -> None:
         logger.info("augmentation: %s", augment_config)
         augment = make_train_transform(augment_config, seed=training_args.seed)
     process_train = ProcessFormulas(processor, positions, augment=augment)
-    if data_args.pool_batches > 0 and training_args.do_train:
+    uses_train = training_args.do_train or run_args.recalibrate_batch_norm > 0
+    if data_args.pool_batches > 0 and uses_train:
         batch_size = training_args.per_device_train_batch_size
         if training_args.max_steps <= 0:  # a stream has no length: the Trainer counts steps, not epochs
             per_step = batch_size * training_args.world_size * training_args.gradient_accumulation_steps
@@ -302,14 +347,14 @@ def main() -> None:
     trainer = Seq2SeqTrainer(
         model=model,
         args=training_args,
-        train_dataset=train_ds if training_args.do_train else None,
+        train_dataset=train_ds if uses_train else None,
         eval_dataset=eval_ds if training_args.do_eval or training_args.eval_strategy != "no" else None,
         data_collator=FormulaCollator(processor.image_processor, model=model),
         processing_class=processor,
         compute_metrics=build_compute_metrics(tokenizer) if training_args.predict_with_generate else None,
     )
-    if budget_args.max_train_seconds is not None:
-        trainer.add_callback(TimeBudget(budget_args.max_train_seconds))
+    if run_args.max_train_seconds is not None:
+        trainer.add_callback(TimeBudget(run_args.max_train_seconds))
 
     # 7. Train, resuming from the last checkpoint of an interrupted run
     if training_args.do_train:
@@ -317,9 +362,14 @@ def main() -> None:
         if last is not None:
             logger.info("resuming from %s", last)
         result = trainer.train(resume_from_checkpoint=last)
-        # The Trainer turns the KV cache off for training (`TrainingArguments.use_cache`); reading wants it on.
+    if run_args.recalibrate_batch_norm > 0:  # each process on its own batches; the main one's model is saved
+        used = recalibrate_batch_norm(trainer.model, trainer.get_train_dataloader(), run_args.recalibrate_batch_norm)
+        logger.info("BatchNorm statistics re-estimated on %d training batches", used)
+    if uses_train:
+        # The Trainer turns the KV cache off (`TrainingArguments.use_cache`); reading wants it on.
         trainer.model.config.use_cache = True
         trainer.save_model()  # the best model when load_best_model_at_end, with processor and generation config
+    if training_args.do_train:
         trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)
         trainer.save_state()

@@ -330,3 +330,58 @@ def test_curves_say_when_the_run_did_not_validate(tmp_path):
         notes[name] = [text.get_text() for text in metrics_panel.texts]
         assert len(metrics_panel.lines) == (0 if name == "without" else 3)
     assert notes == {"without": ["no validation in this run"], "with": []}
+
+
+class NormThenDropout(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.BatchNorm1d(3)
+        self.dropout = torch.nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.dropout(self.norm(x))
+
+
+def test_recalibrate_batch_norm_averages_the_batch_statistics():
+    import train  # the root script; pytest puts the root on sys.path
+
+    torch.manual_seed(0)
+    model = NormThenDropout()
+    model.norm.running_mean.fill_(5.0)  # moving averages that do not match the data
+    batches = [{"x": torch.randn(8, 3) * scale + shift} for scale, shift in ((1, 0), (2, 1), (3, -4))]
+    assert train.recalibrate_batch_norm(model, batches, num_batches=2) == 2
+    used = torch.stack([batch["x"] for batch in batches[:2]])
+    torch.testing.assert_close(model.norm.running_mean, used.mean(dim=1).mean(dim=0))
+    torch.testing.assert_close(model.norm.running_var, used.var(dim=1).mean(dim=0))  # unbiased, as BatchNorm keeps
+    assert model.norm.momentum == 0.1 and model.training  # put back as they were
+    assert model.norm.num_batches_tracked.item() == 2
+
+
+def test_recalibrate_batch_norm_without_batches_changes_nothing():
+    import train
+
+    model = NormThenDropout().eval()
+    model.norm.running_mean.fill_(5.0)
+    with pytest.raises(ValueError, match="no batches"):
+        train.recalibrate_batch_norm(model, [], num_batches=4)
+    assert model.norm.running_mean.eq(5.0).all() and not model.training
+
+
+def test_recalibration_alone_changes_only_the_batch_norm_statistics(trained, tmp_path):
+    original, _ = trained
+    output = tmp_path / "recalibrated"
+    done = run_train(
+        "configs/tiny.json",
+        "--model_name_or_path", str(original), "--output_dir", str(output),
+        "--do_train", "false", "--recalibrate_batch_norm", "2", *QUICK_EVAL,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "BatchNorm statistics re-estimated on 2 training batches" in done.stderr
+    before, after = load_file(original / "model.safetensors"), load_file(output / "model.safetensors")
+    assert before.keys() == after.keys()
+    statistics = {name for name in before if name.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    assert statistics and all(torch.equal(before[name], after[name]) for name in before.keys() - statistics)
+    assert all(after[name].eq(2).all() for name in statistics if name.endswith("num_batches_tracked"))
+    assert not all(torch.equal(before[name], after[name]) for name in statistics if name.endswith("running_mean"))
+    assert json.loads((output / "config.json").read_text())["use_cache"] is True
+    assert (output / "processor_config.json").is_file() and not (output / "trainer_state.json").exists()
