@@ -213,7 +213,8 @@ def plot_curves(log_history: list[dict], path: Path):
     if evals:
         left.plot([e["step"] for e in evals], [e["eval_loss"] for e in evals], "o-", label="validation loss")
     left.set(xlabel="step", ylabel="loss", yscale="log", title="Loss")
-    left.legend()
+    if train or evals:
+        left.legend()
     for key in metrics:
         right.plot([e["step"] for e in evals], [e[key] for e in evals], "o-", label=key.removeprefix("eval_"))
     right.set(xlabel="step", ylim=(0, 1), title="Validation metrics")

@@ -330,6 +330,9 @@ def test_curves_say_when_the_run_did_not_validate(tmp_path):
         notes[name] = [text.get_text() for text in metrics_panel.texts]
         assert len(metrics_panel.lines) == (0 if name == "without" else 3)
     assert notes == {"without": ["no validation in this run"], "with": []}
+    # A run that only recalibrates logs nothing: empty panels, and no legend without anything to label
+    figure = train.plot_curves([], tmp_path / "empty.png")
+    assert figure.axes[0].get_legend() is None and not figure.axes[0].lines
 
 
 class NormThenDropout(torch.nn.Module):
