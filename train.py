@@ -364,7 +364,9 @@ def main() -> None:
             logger.info("resuming from %s", last)
         result = trainer.train(resume_from_checkpoint=last)
     if run_args.recalibrate_batch_norm > 0:  # each process on its own batches; the main one's model is saved
-        used = recalibrate_batch_norm(trainer.model, trainer.get_train_dataloader(), run_args.recalibrate_batch_norm)
+        # Every BatchNorm is the encoder's: the images alone set the statistics, and the decoder need not run.
+        images = ({"pixel_values": batch["pixel_values"]} for batch in trainer.get_train_dataloader())
+        used = recalibrate_batch_norm(trainer.model.get_encoder(), images, run_args.recalibrate_batch_norm)
         logger.info("BatchNorm statistics re-estimated on %d training batches", used)
     if uses_train:
         # The Trainer turns the KV cache off (`TrainingArguments.use_cache`); reading wants it on.
