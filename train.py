@@ -288,7 +288,7 @@ def main() -> None:
         processor = Im2LatexProcessor(Im2LatexImageProcessor(**sizes), tokenizer)
     tokenizer = processor.tokenizer
 
-    # 4. Model, and a generation length that covers the longest training formula
+    # 4. Model, and a generation length that covers the longest training formula (or the saved one, if longer)
     if model_args.model_name_or_path is not None:
         model = Im2LatexForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
     else:
@@ -312,6 +312,8 @@ def main() -> None:
     positions = model.config.decoder.max_position_embeddings
     longest = max(len(ids) for ids in tokenizer(train_formulas).input_ids)
     max_length = min(positions, longest + 1 + math.ceil(0.1 * longest))  # start token, and some room
+    if model_args.model_name_or_path is not None:  # a fine-tune or a recalibration keeps a longer saved bound
+        max_length = max(max_length, min(positions, model.generation_config.max_length))
     model.generation_config = make_generation_config(model.config, max_length, model_args.default_num_beams)
     logger.info(
         "model: %.2f M parameters; longest training label %d tokens; generation max_length %d",

@@ -371,7 +371,11 @@ def test_recalibrate_batch_norm_without_batches_changes_nothing():
 
 
 def test_recalibration_alone_changes_only_the_batch_norm_statistics(trained, tmp_path):
-    original, _ = trained
+    original = tmp_path / "original"
+    shutil.copytree(trained[0], original, ignore=shutil.ignore_patterns("checkpoint-*", "runs"))
+    generation = json.loads((original / "generation_config.json").read_text())
+    generation["max_length"] += 20  # longer than the training labels need (a model shipped with more room)
+    (original / "generation_config.json").write_text(json.dumps(generation))
     output = tmp_path / "recalibrated"
     done = run_train(
         "configs/tiny.json",
@@ -387,4 +391,5 @@ def test_recalibration_alone_changes_only_the_batch_norm_statistics(trained, tmp
     assert all(after[name].eq(2).all() for name in statistics if name.endswith("num_batches_tracked"))
     assert not all(torch.equal(before[name], after[name]) for name in statistics if name.endswith("running_mean"))
     assert json.loads((output / "config.json").read_text())["use_cache"] is True
+    assert json.loads((output / "generation_config.json").read_text())["max_length"] == generation["max_length"]
     assert (output / "processor_config.json").is_file() and not (output / "trainer_state.json").exists()
