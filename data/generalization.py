@@ -12,10 +12,10 @@ canonical form with all whitespace removed, `overlap_key`), sampled per source i
 
 Look, chosen deterministically per image (`generalization_style`, `degrade`), each unlike the training styles:
 bold or sans-serif math and the Charter, Utopia or Bookman text fonts (training: Computer Modern, Palatino, Times
-and the tx/px fonts, normal math), 90-100 or 280-320 dpi (training: 120-240), and one of four degradations:
-none, coloured ink on a tinted background saved as a low-quality JPEG, dark mode (light ink on a dark
-background), or blur plus noise (training sees grayscale only). `summary.json` counts the styles and
-degradations.
+and the tx/px fonts, normal math; the `wide` training style adds 18 fonts, none of these nor a near relative),
+90-100 or 280-320 dpi (training: 120-240), and one of four degradations: none, coloured ink on a tinted background
+saved as a low-quality JPEG, dark mode (light ink on a dark background), or blur plus noise (training sees grayscale
+only). `summary.json` counts the styles and degradations.
 
 `--restyle SET --style varied` renders the formulas of a built set in the training styles instead (no degradation),
 and `--style deng` in the benchmark's look: controls. What a model loses between a control and the set is the cost

@@ -1,9 +1,10 @@
 """Build the training DatasetDict: formula lists -> canonical formulas -> rendered images -> parquet splits.
 
     python -m data.prepare --formulas ../shared/data/formulas --output datasets/im2latex [--max-train 200000]
-        [--image-format g4] [--eval-image-format png] [--coverage 5]
+        [--train-style varied|wide] [--image-format g4] [--eval-image-format png] [--coverage 5]
 
-Splits: train (arXiv, books, Q&A, CROHME train and the im2latex-100k train sample, rendered in varied styles),
+Splits: train (arXiv, books, Q&A, CROHME train and the im2latex-100k train sample, rendered in varied styles:
+`--train-style`, `data.render`),
 validation (im2latex-100k validation) and test (im2latex-100k test), both in the Deng et al. look. Columns: `image`
 (datasets `Image`), `formula` (canonical token form), `source` and `style`. `datasets.load_dataset(OUTPUT)` reads it.
 No test or validation formula is in train (compared with all whitespace removed): the build fails if one is.
@@ -198,6 +199,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=5000, help="formulas rendered per round")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--train-style", choices=("varied", "wide"), default="varied", help="how train is rendered (data.render)"
+    )
     parser.add_argument("--image-format", choices=FORMATS, default="g4", help="how train images are stored")
     parser.add_argument("--eval-image-format", choices=FORMATS, default="png", help="validation and test images")
     parser.add_argument("--coverage", type=int, default=5, help="short formulas per vocabulary symbol (0: none)")
@@ -226,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     if leaked:
         raise RuntimeError(f"{len(leaked)} benchmark formulas in train, e.g. {leaked[0]!r}")
 
-    splits = {"train": (train, "varied", args.image_format)}
+    splits = {"train": (train, args.train_style, args.image_format)}
     splits.update(
         {
             name: ([(f, "im2latex-100k") for f in formulas], "deng", args.eval_image_format)

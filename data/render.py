@@ -23,9 +23,10 @@ this changes how other formulas look.
 
 Styles: ``deng`` is the look of Deng et al.'s im2latex-100k benchmark (12pt article, ``displaymath``, original
 ``cmex10`` delimiter sizes, 200 dpi); ``varied`` picks, deterministically from the index and formula, a font
-package, size, display or inline, and resolution for training variety.
+package, size, display or inline, and resolution for training variety; ``wide`` picks the same way from 18 more
+fonts (``WIDE_FONTS``; needs ``texlive-fonts-extra texlive-latex-extra texlive-plain-generic``).
 
-CLI: ``python -m data.render FORMULAS.txt --output DIR [--style deng|varied] [--workers N]`` writes
+CLI: ``python -m data.render FORMULAS.txt --output DIR [--style deng|varied|wide] [--workers N]`` writes
 ``DIR/images/NNNNNNN.png`` (N = line number), ``DIR/metadata.csv`` (``file_name,formula``, readable by
 ``datasets.load_dataset("imagefolder", data_dir=DIR)``) and ``DIR/styles.csv`` (the options each image got).
 """
@@ -53,12 +54,34 @@ from tqdm import tqdm
 
 from data.normalize import is_canonical
 
-__all__ = ["RenderStyle", "RenderResult", "DENG", "varied_style", "check_formula", "render", "main"]
+__all__ = ["RenderStyle", "RenderResult", "DENG", "varied_style", "wide_style", "check_formula", "render", "main"]
 
 logger = logging.getLogger(__name__)
 
 MAX_LENGTH = 4000
 VARIED_FONTS = ("", "mathpazo", "txfonts", "mathptmx", "pxfonts")
+# The ``wide`` style adds math fonts from texlive-fonts-extra (with texlive-latex-extra and texlive-plain-generic),
+# among them sans-serif ones. Left out on purpose: the generalisation set's fonts (Charter, Utopia, Bookman,
+# sansmath's CM sans-serif math) and their near relatives (XCharter, Fourier, Erewhon, CM Bright, sansmathfonts).
+WIDE_FONTS = VARIED_FONTS + (
+    "anttor", "baskervillef", "cochineal", "ebgaramond", "eulervm", "firamath", "gentium", "iwona", "kpfonts",
+    "kurier", "libertinus", "lxfonts", "mathpple", "mlmodern", "newtx", "notomath", "step", "stickstoo",
+)  # fmt: skip
+# Fonts that need more than ``\usepackage{font}``; the others are package names.
+_FONT_PACKAGES = {
+    "anttor": "\\usepackage[math]{anttor}",
+    "baskervillef": "\\usepackage{baskervillef}\\usepackage[baskervillef,vvarbb]{newtxmath}",
+    "cochineal": "\\usepackage{cochineal}\\usepackage[cochineal]{newtxmath}",
+    "ebgaramond": "\\usepackage{ebgaramond}\\usepackage[ebgaramond]{newtxmath}",
+    "firamath": "\\usepackage[sfdefault]{FiraSans}\\usepackage{newtxsf}\\DeclareMathAlphabet{\\mathbb}{U}{msb}{m}{n}",
+    "gentium": "\\usepackage{gentium}\\usepackage{newtxmath}",
+    "iwona": "\\usepackage[math]{iwona}",
+    "kurier": "\\usepackage[math]{kurier}",
+    "libertinus": "\\usepackage{libertinus}\\usepackage{libertinust1math}",
+    "newtx": "\\usepackage{newtxtext,newtxmath}",
+    "step": "\\usepackage{step}\\usepackage[stix2]{newtxmath}",
+    "stickstoo": "\\usepackage{stickstootext}\\usepackage[stickstoo]{newtxmath}",
+}
 VARIED_SIZES = (10, 11, 12)
 VARIED_DPI = (120, 160, 200, 240)
 INK_THRESHOLD = 250  # a pixel darker than this (0-255) counts as ink when cropping
@@ -99,7 +122,7 @@ class RenderStyle:
     """How one formula is typeset and rasterised.
 
     Args:
-        font: font package for text and math (``""`` = Computer Modern).
+        font: font package for text and math (``""`` = Computer Modern), or a name in ``WIDE_FONTS``.
         font_size: document class size in pt (10, 11 or 12).
         display: ``displaymath`` if true, inline ``$...$`` otherwise.
         dpi: rasterisation resolution.
@@ -133,7 +156,7 @@ class RenderStyle:
             f"\\documentclass[{self.font_size}pt]{{article}}",
             # txfonts and pxfonts define the AMS symbols themselves and clash with amssymb
             "\\usepackage{amsmath}" if self.font in ("txfonts", "pxfonts") else "\\usepackage{amsmath,amssymb}",
-            f"\\usepackage{{{self.font}}}" if self.font else "",
+            _FONT_PACKAGES.get(self.font, f"\\usepackage{{{self.font}}}" if self.font else ""),
             "\\usepackage{mathtools,bm,mathrsfs}",
             # KaTeX macros that the raw formula lists use and LaTeX lacks
             "\\providecommand{\\lt}{<}\\providecommand{\\gt}{>}\\providecommand{\\colonequals}{\\coloneqq}",
@@ -151,11 +174,11 @@ class RenderStyle:
 DENG = RenderStyle()
 
 
-def varied_style(index: int, formula: str) -> RenderStyle:
+def varied_style(index: int, formula: str, fonts: Sequence[str] = VARIED_FONTS) -> RenderStyle:
     """A training-variety style chosen deterministically from the formula's index and text."""
     digest = hashlib.sha256(f"{index}\0{formula}".encode()).digest()
     return RenderStyle(
-        font=VARIED_FONTS[digest[0] % len(VARIED_FONTS)],
+        font=fonts[digest[0] % len(fonts)],
         font_size=VARIED_SIZES[digest[1] % len(VARIED_SIZES)],
         display=digest[2] % 2 == 0,
         dpi=VARIED_DPI[digest[3] % len(VARIED_DPI)],
@@ -163,7 +186,16 @@ def varied_style(index: int, formula: str) -> RenderStyle:
     )
 
 
-STYLES: dict[str, Callable[[int, str], RenderStyle]] = {"deng": lambda i, f: DENG, "varied": varied_style}
+def wide_style(index: int, formula: str) -> RenderStyle:
+    """``varied_style`` over ``WIDE_FONTS``: the training fonts and 18 more (needs texlive-fonts-extra)."""
+    return varied_style(index, formula, WIDE_FONTS)
+
+
+STYLES: dict[str, Callable[[int, str], RenderStyle]] = {
+    "deng": lambda i, f: DENG,
+    "varied": varied_style,
+    "wide": wide_style,
+}
 
 
 @dataclass

@@ -16,7 +16,7 @@ from PIL import Image
 from data import generalization
 from data.generalization import DEGRADATIONS, degrade, generalization_style
 from data.prepare import overlap_key
-from data.render import DENG, VARIED_DPI, VARIED_FONTS, render
+from data.render import DENG, VARIED_DPI, VARIED_FONTS, WIDE_FONTS, render
 
 needs_tex = pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
 
@@ -26,6 +26,7 @@ def test_styles_are_unlike_the_training_styles() -> None:
     assert all(style.dpi not in VARIED_DPI for style in styles)
     assert {style.math_version for style in styles} == {"normal", "bold", "sans"}
     assert {style.font for style in styles} - set(VARIED_FONTS) == {"charter", "utopia", "bookman"}
+    assert not set(WIDE_FONTS) & {"charter", "utopia", "bookman", "sansmath"}  # nor the wider training fonts
     assert styles == [generalization_style(i, "x ^ { 2 }") for i in range(200)]  # deterministic
 
 

@@ -1,6 +1,7 @@
 """Tests for data.render: batches, failure isolation, the two security walls, styles, the imagefolder CLI."""
 
 import shutil
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
@@ -9,7 +10,20 @@ import pytest
 
 pytest.importorskip("pymupdf", reason="pymupdf not installed (pip install -r requirements-data.txt)")
 
-from data.render import DENG, VARIED_FONTS, RenderStyle, _render_batch, check_formula, main, render, varied_style
+import numpy as np
+
+from data.render import (
+    DENG,
+    VARIED_FONTS,
+    WIDE_FONTS,
+    RenderStyle,
+    _render_batch,
+    check_formula,
+    main,
+    render,
+    varied_style,
+    wide_style,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
 
@@ -112,6 +126,34 @@ def test_varied_style_is_deterministic_and_every_font_compiles() -> None:
     results = render([GOOD[1]] * len(fonts), lambda i, f: fonts[i], workers=1, progress=False)
     assert all(r.image is not None for r in results), [r.error for r in results]
     assert [r.style.font for r in results] == list(VARIED_FONTS)
+
+
+def _wide_fonts_installed() -> bool:
+    files = ["iwona.sty", "newtxmath.sty", "xstring.sty", "binhex.tex"]  # fonts-extra, latex-extra, plain-generic
+    found = subprocess.run(["kpsewhich", *files], capture_output=True, text=True).stdout.split()
+    return len(found) == len(files)
+
+
+@pytest.mark.skipif(
+    shutil.which("kpsewhich") is None or not _wide_fonts_installed(),
+    reason="needs texlive-fonts-extra texlive-latex-extra texlive-plain-generic",
+)
+def test_wide_style_fonts_compile_and_change_the_math() -> None:
+    assert set(VARIED_FONTS) < set(WIDE_FONTS) and len(set(WIDE_FONTS)) == len(WIDE_FONTS)
+    assert wide_style(7, "x") == wide_style(7, "x")
+    assert len({wide_style(i, "x").font for i in range(400)}) == len(WIDE_FONTS)
+    # every alphabet and construction the preamble promises, in every font
+    formula = (
+        r"\mathbb { R } ^ { n } \ni \bm { x } = \mathcal { L } \mathscr { A } \sqrt { \alpha } + \frac { 1 } { 2 }"
+    )
+    fonts = [RenderStyle(font=font, font_size=10, display=False, dpi=120) for font in WIDE_FONTS]
+    results = render([formula] * len(fonts), lambda i, f: fonts[i], workers=1, progress=False)
+    assert all(r.image is not None for r in results), [(r.style.font, r.error) for r in results if r.error]
+    looks = {}  # each font really changes how the formula looks: no two images are the same
+    for result in results:
+        image = np.asarray(result.image)
+        looks.setdefault((image.shape, image.tobytes()), []).append(result.style.font)
+    assert len(looks) == len(WIDE_FONTS), [fonts for fonts in looks.values() if len(fonts) > 1]
 
 
 def test_render_style_rejects_bad_values() -> None:
