@@ -39,7 +39,16 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from .prepare import BENCHMARK_LISTS, TRAIN_MIX, canonical_formulas, overlap_key, read_lines, squash, write_shard
+from .prepare import (
+    BENCHMARK_LISTS,
+    TRAIN_MIX,
+    canonical_formulas,
+    dataset_formulas,
+    overlap_key,
+    read_lines,
+    squash,
+    write_shard,
+)
 from .render import STYLES, RenderStyle, render
 
 logger = logging.getLogger(__name__)
@@ -112,18 +121,6 @@ def generalization_formulas(root: Path, exclude: set[str], count: int, seed: int
                 wanted -= 1
     rng.shuffle(chosen)
     return chosen
-
-
-def dataset_formulas(dataset: Path) -> set[str]:
-    """The `overlap_key` of every formula in a prepared dataset's parquet shards (built by any version)."""
-    files = sorted(dataset.glob("data/*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no parquet shards under {dataset / 'data'}: build it with `python -m data.prepare`")
-    return {
-        overlap_key(formula)
-        for path in files
-        for formula in pq.read_table(path, columns=["formula"])["formula"].to_pylist()
-    }
 
 
 def set_formulas(folder: Path) -> list[tuple[str, str]]:

@@ -1,13 +1,14 @@
 """Build the training DatasetDict: formula lists -> canonical formulas -> rendered images -> parquet splits.
 
     python -m data.prepare --formulas ../shared/data/formulas --output datasets/im2latex [--max-train 200000]
-        [--train-style varied|wide] [--image-format g4] [--eval-image-format png] [--coverage 5]
+        [--train-style varied|wide] [--exclude SET ...] [--image-format g4] [--eval-image-format png] [--coverage 5]
 
 Splits: train (arXiv, books, Q&A, CROHME train and the im2latex-100k train sample, rendered in varied styles:
 `--train-style`, `data.render`),
 validation (im2latex-100k validation) and test (im2latex-100k test), both in the Deng et al. look. Columns: `image`
 (datasets `Image`), `formula` (canonical token form), `source` and `style`. `datasets.load_dataset(OUTPUT)` reads it.
 No test or validation formula is in train (compared with all whitespace removed): the build fails if one is.
+`--exclude` keeps the formulas of other built datasets out of train as well (a generalisation set built before).
 
 Train also gets short `coverage` formulas (`data.coverage`): every command and character of the training
 vocabulary alone and in a few small contexts, `--coverage` times each, because people screenshot single symbols.
@@ -105,6 +106,18 @@ def canonical_formulas(root: Path, source: str, stats: Counter) -> list[str]:
     return kept
 
 
+def dataset_formulas(dataset: Path) -> set[str]:
+    """The `overlap_key` of every formula in a prepared dataset's parquet shards (built by any version)."""
+    files = sorted(dataset.glob("data/*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no parquet shards under {dataset / 'data'}: build it with `python -m data.prepare`")
+    return {
+        overlap_key(formula)
+        for path in files
+        for formula in pq.read_table(path, columns=["formula"])["formula"].to_pylist()
+    }
+
+
 def training_formulas(
     root: Path, benchmark_keys: set[str], max_train: int, seed: int
 ) -> tuple[list[tuple[str, str]], Counter]:
@@ -200,6 +213,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk", type=int, default=5000, help="formulas rendered per round")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--exclude",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="built datasets (a generalisation set) whose formulas train must not hold",
+    )
+    parser.add_argument(
         "--train-style", choices=("varied", "wide"), default="varied", help="how train is rendered (data.render)"
     )
     parser.add_argument("--image-format", choices=FORMATS, default="g4", help="how train images are stored")
@@ -217,6 +237,10 @@ def main(argv: list[str] | None = None) -> None:
         for split, name in BENCHMARK_LISTS.items()
     }
     benchmark_keys = {overlap_key(formula) for formulas in benchmark.values() for formula in formulas}
+    for dataset in args.exclude:
+        held_out = dataset_formulas(dataset)
+        logger.info("excluding the %d formulas of %s from train", len(held_out), dataset)
+        benchmark_keys |= held_out
     train, selection_skipped = training_formulas(args.formulas, benchmark_keys, args.max_train, args.seed)
     summary["train_lines_skipped"] = dict(selection_skipped)
     if args.coverage:
@@ -228,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         random.Random(args.seed).shuffle(train)
     leaked = [formula for formula, _ in train if squash(formula) in benchmark_keys]
     if leaked:
-        raise RuntimeError(f"{len(leaked)} benchmark formulas in train, e.g. {leaked[0]!r}")
+        raise RuntimeError(f"{len(leaked)} benchmark or excluded formulas in train, e.g. {leaked[0]!r}")
 
     splits = {"train": (train, args.train_style, args.image_format)}
     splits.update(

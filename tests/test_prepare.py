@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 from PIL import Image
@@ -175,6 +177,21 @@ def test_max_eval_caps_the_benchmark_splits(tmp_path, monkeypatch):
     assert selected["test"][0] == [("a + b = c", "im2latex-100k")]
 
 
+def test_exclude_keeps_a_held_out_set_out_of_train(tmp_path, monkeypatch):
+    held_out = tmp_path / "held-out" / "data"
+    held_out.mkdir(parents=True)
+    # a generalisation set's formulas, in another spacing than the lists': compared without whitespace
+    table = pa.table({"formula": ["\\sqrt {x}", "n!"], "source": ["arxiv-display", "books-inline"]})
+    pq.write_table(table, held_out / "test-00000-of-00001.parquet")
+    selected = select(tmp_path, monkeypatch, "--max-train", "20", "--coverage", "0", "--train-style", "wide")
+    train, style, _ = selected["train"]
+    assert style == "wide" and {f for f, _ in train} == {*TRAIN, "\\notamacro x"}
+    selected = select(tmp_path, monkeypatch, "--max-train", "20", "--coverage", "0", "--exclude", str(held_out.parent))
+    assert {f for f, _ in selected["train"][0]} == {*TRAIN, "\\notamacro x"} - {"\\sqrt { x }", "n !"}
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        select(tmp_path, monkeypatch, "--exclude", str(tmp_path / "nowhere"))
+
+
 def test_squash():
     assert squash("a  +\tb\n= c") == "a+b=c"
     assert squash("\\frac { 1 } { 2 }") == squash("\\frac{1}{2}") == "\\frac{1}{2}"
@@ -188,7 +205,7 @@ def test_leak_check_stops_the_build(tmp_path, monkeypatch, leak):
     formulas = write_lists(tmp_path / "formulas")
     chosen = [("n !", "books-inline"), (leak, "arxiv-display")]
     monkeypatch.setattr(prepare, "training_formulas", lambda *args: (chosen, Counter()))
-    with pytest.raises(RuntimeError, match="1 benchmark formulas in train, e.g. " + re.escape(repr(leak))):
+    with pytest.raises(RuntimeError, match="1 benchmark or excluded formulas in train, e.g. " + re.escape(repr(leak))):
         prepare.main(["--formulas", str(formulas), "--output", str(tmp_path / "out"), "--coverage", "0"])
     assert not (tmp_path / "out").exists()
 
