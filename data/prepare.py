@@ -233,9 +233,10 @@ def main(argv: list[str] | None = None) -> None:
     summary: dict = {}
 
     benchmark = {
-        split: [line for line in read_lines(args.formulas, [name]) if line.strip()][: args.max_eval]
+        split: [line for line in read_lines(args.formulas, [name]) if line.strip()]
         for split, name in BENCHMARK_LISTS.items()
     }
+    # every benchmark formula stays out of train, also those that --max-eval leaves out of the built splits
     benchmark_keys = {overlap_key(formula) for formulas in benchmark.values() for formula in formulas}
     for dataset in args.exclude:
         held_out = dataset_formulas(dataset)
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     splits = {"train": (train, args.train_style, args.image_format)}
     splits.update(
         {
-            name: ([(f, "im2latex-100k") for f in formulas], "deng", args.eval_image_format)
+            name: ([(f, "im2latex-100k") for f in formulas[: args.max_eval]], "deng", args.eval_image_format)
             for name, formulas in benchmark.items()
         }
     )

@@ -175,6 +175,9 @@ def test_max_eval_caps_the_benchmark_splits(tmp_path, monkeypatch):
     selected = select(tmp_path, monkeypatch, "--max-eval", "1", "--coverage", "0")
     assert selected["validation"][0] == [("\\frac { a } { b }", "im2latex-100k")]
     assert selected["test"][0] == [("a + b = c", "im2latex-100k")]
+    # the benchmark formulas left out of the built splits stay out of train too
+    selected = select(tmp_path, monkeypatch, "--max-eval", "1", "--max-train", "20")  # the default --coverage
+    assert not {squash(f) for f, _ in selected["train"][0]} & BENCHMARK
 
 
 def test_exclude_keeps_a_held_out_set_out_of_train(tmp_path, monkeypatch):
