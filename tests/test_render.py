@@ -147,7 +147,7 @@ def test_wide_style_fonts_compile_and_change_the_math() -> None:
         r"\mathbb { R } ^ { n } \ni \bm { x } = \mathcal { L } \mathscr { A } \sqrt { \alpha } + \frac { 1 } { 2 }"
     )
     fonts = [RenderStyle(font=font, font_size=10, display=False, dpi=120) for font in WIDE_FONTS]
-    results = render([formula] * len(fonts), lambda i, f: fonts[i], workers=1, progress=False)
+    results = render([formula] * len(fonts), lambda i, f: fonts[i], workers=2, progress=False)
     assert all(r.image is not None for r in results), [(r.style.font, r.error) for r in results if r.error]
     looks = {}  # each font really changes how the formula looks: no two images are the same
     for result in results:
