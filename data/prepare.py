@@ -34,7 +34,7 @@ from datasets import Dataset, Features, Image, Value
 
 from .coverage import coverage_formulas
 from .normalize import canonical, normalize
-from .render import render
+from .render import STYLES, render
 from .storage import FORMATS, encode_image
 
 logger = logging.getLogger(__name__)
@@ -119,12 +119,13 @@ def dataset_formulas(dataset: Path) -> set[str]:
 
 
 def training_formulas(
-    root: Path, benchmark_keys: set[str], max_train: int, seed: int
+    root: Path, benchmark_keys: set[str], max_train: int, seed: int, excluded_keys: set[str] = frozenset()
 ) -> tuple[list[tuple[str, str]], Counter]:
-    """(formula, source) pairs for the train split: unique, benchmark-free, mixed per `TRAIN_MIX`; and the counts
-    of lines left out (empty, not normalisable, too long, duplicate, benchmark formula)."""
+    """(formula, source) pairs for the train split: unique, free of benchmark and excluded formulas, mixed per
+    `TRAIN_MIX`; and the counts of lines left out (empty, not normalisable, too long, duplicate, benchmark or
+    excluded formula)."""
     rng = random.Random(seed)
-    seen = set(benchmark_keys)
+    seen = benchmark_keys | excluded_keys
     stats: Counter = Counter()
     pools = {}
     for source in TRAIN_LISTS:
@@ -133,6 +134,8 @@ def training_formulas(
             key = squash(formula)
             if key in benchmark_keys:
                 stats["benchmark formula removed"] += 1
+            elif key in excluded_keys:
+                stats["excluded formula removed"] += 1
             elif key not in seen:
                 seen.add(key)
                 pool.append(formula)
@@ -220,7 +223,10 @@ def main(argv: list[str] | None = None) -> None:
         help="built datasets (a generalisation set) whose formulas train must not hold",
     )
     parser.add_argument(
-        "--train-style", choices=("varied", "wide"), default="varied", help="how train is rendered (data.render)"
+        "--train-style",
+        choices=sorted(set(STYLES) - {"deng"}),
+        default="varied",
+        help="how train is rendered (data.render)",
     )
     parser.add_argument("--image-format", choices=FORMATS, default="g4", help="how train images are stored")
     parser.add_argument("--eval-image-format", choices=FORMATS, default="png", help="validation and test images")
@@ -238,20 +244,24 @@ def main(argv: list[str] | None = None) -> None:
     }
     # every benchmark formula stays out of train, also those that --max-eval leaves out of the built splits
     benchmark_keys = {overlap_key(formula) for formulas in benchmark.values() for formula in formulas}
+    excluded_keys: set[str] = set()
     for dataset in args.exclude:
         held_out = dataset_formulas(dataset)
         logger.info("excluding the %d formulas of %s from train", len(held_out), dataset)
-        benchmark_keys |= held_out
-    train, selection_skipped = training_formulas(args.formulas, benchmark_keys, args.max_train, args.seed)
+        excluded_keys |= held_out
+    train, selection_skipped = training_formulas(
+        args.formulas, benchmark_keys, args.max_train, args.seed, excluded_keys
+    )
     summary["train_lines_skipped"] = dict(selection_skipped)
+    held_out_keys = benchmark_keys | excluded_keys
     if args.coverage:
-        exclude = benchmark_keys | {squash(formula) for formula, _ in train}
+        exclude = held_out_keys | {squash(formula) for formula, _ in train}
         coverage = coverage_formulas([formula for formula, _ in train], args.coverage, args.seed, exclude)
         logger.info("coverage: %d short formulas added (%d per symbol)", len(coverage), args.coverage)
         train += [(formula, "coverage") for formula in coverage]
         summary["coverage_formulas"] = len(coverage)
         random.Random(args.seed).shuffle(train)
-    leaked = [formula for formula, _ in train if squash(formula) in benchmark_keys]
+    leaked = [formula for formula, _ in train if squash(formula) in held_out_keys]
     if leaked:
         raise RuntimeError(f"{len(leaked)} benchmark or excluded formulas in train, e.g. {leaked[0]!r}")
 

@@ -122,7 +122,7 @@ class RenderStyle:
     """How one formula is typeset and rasterised.
 
     Args:
-        font: font package for text and math (``""`` = Computer Modern), or a name in ``WIDE_FONTS``.
+        font: font package for text and math (``""`` = Computer Modern), or a key of ``_FONT_PACKAGES``.
         font_size: document class size in pt (10, 11 or 12).
         display: ``displaymath`` if true, inline ``$...$`` otherwise.
         dpi: rasterisation resolution.

@@ -191,6 +191,8 @@ def test_exclude_keeps_a_held_out_set_out_of_train(tmp_path, monkeypatch):
     assert style == "wide" and {f for f, _ in train} == {*TRAIN, "\\notamacro x"}
     selected = select(tmp_path, monkeypatch, "--max-train", "20", "--coverage", "0", "--exclude", str(held_out.parent))
     assert {f for f, _ in selected["train"][0]} == {*TRAIN, "\\notamacro x"} - {"\\sqrt { x }", "n !"}
+    skipped = selected["summary"]["train_lines_skipped"]  # counted apart from the benchmark formulas
+    assert (skipped["excluded formula removed"], skipped["benchmark formula removed"]) == (2, 1)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         select(tmp_path, monkeypatch, "--exclude", str(tmp_path / "nowhere"))
 
