@@ -24,7 +24,7 @@ this changes how other formulas look.
 Styles: ``deng`` is the look of Deng et al.'s im2latex-100k benchmark (12pt article, ``displaymath``, original
 ``cmex10`` delimiter sizes, 200 dpi); ``varied`` picks, deterministically from the index and formula, a font
 package, size, display or inline, and resolution for training variety; ``wide`` picks the same way from 18 more
-fonts (``WIDE_FONTS``; needs ``texlive-fonts-extra texlive-latex-extra texlive-plain-generic``).
+fonts (``WIDE_FONTS``; needs ``texlive-fonts-extra texlive-latex-extra texlive-plain-generic lmodern``).
 
 CLI: ``python -m data.render FORMULAS.txt --output DIR [--style deng|varied|wide] [--workers N]`` writes
 ``DIR/images/NNNNNNN.png`` (N = line number), ``DIR/metadata.csv`` (``file_name,formula``, readable by
@@ -60,9 +60,10 @@ logger = logging.getLogger(__name__)
 
 MAX_LENGTH = 4000
 VARIED_FONTS = ("", "mathpazo", "txfonts", "mathptmx", "pxfonts")
-# The ``wide`` style adds math fonts from texlive-fonts-extra (with texlive-latex-extra and texlive-plain-generic),
-# among them sans-serif ones. Left out on purpose: the generalisation set's fonts (Charter, Utopia, Bookman,
-# sansmath's CM sans-serif math) and their near relatives (XCharter, Fourier, Erewhon, CM Bright, sansmathfonts).
+# The ``wide`` style adds math fonts from texlive-fonts-extra (with texlive-latex-extra, texlive-plain-generic and
+# lmodern, whose encodings MLModern reads), among them sans-serif ones. Left out on purpose: the generalisation set's
+# fonts (Charter, Utopia, Bookman, sansmath's CM sans-serif math) and their near relatives (XCharter, Fourier,
+# Erewhon, CM Bright, sansmathfonts).
 WIDE_FONTS = VARIED_FONTS + (
     "anttor", "baskervillef", "cochineal", "ebgaramond", "eulervm", "firamath", "gentium", "iwona", "kpfonts",
     "kurier", "libertinus", "lxfonts", "mathpple", "mlmodern", "newtx", "notomath", "step", "stickstoo",

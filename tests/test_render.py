@@ -129,14 +129,15 @@ def test_varied_style_is_deterministic_and_every_font_compiles() -> None:
 
 
 def _wide_fonts_installed() -> bool:
-    files = ["iwona.sty", "newtxmath.sty", "xstring.sty", "binhex.tex"]  # fonts-extra, latex-extra, plain-generic
+    files = ["iwona.sty", "newtxmath.sty", "xstring.sty", "binhex.tex", "lm-mathit.enc"]  # fonts-extra, latex-extra,
+    # plain-generic, and lmodern (MLModern needs its encodings; texlive-base only recommends it)
     found = subprocess.run(["kpsewhich", *files], capture_output=True, text=True).stdout.split()
     return len(found) == len(files)
 
 
 @pytest.mark.skipif(
     shutil.which("kpsewhich") is None or not _wide_fonts_installed(),
-    reason="needs texlive-fonts-extra texlive-latex-extra texlive-plain-generic",
+    reason="needs texlive-fonts-extra texlive-latex-extra texlive-plain-generic lmodern",
 )
 def test_wide_style_fonts_compile_and_change_the_math() -> None:
     assert set(VARIED_FONTS) < set(WIDE_FONTS) and len(set(WIDE_FONTS)) == len(WIDE_FONTS)
