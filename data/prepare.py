@@ -16,6 +16,9 @@ Images are stored as `data.storage` writes them: train as bilevel CCITT Group 4 
 training mix, ~150 for a coverage formula), validation and test as grayscale PNG (`png`, the benchmark's look,
 exactly). Every column is zstd-compressed: a training row (image, formula, source, style) took 406 bytes in the
 full build (149,554 rows, 57.9 MB), so about 165 K fit in 64 MiB.
+
+`summary.json` counts each split's images, bytes and skipped formulas per reason, and its images and skips per font:
+a font that wrote no image (its package missing) is logged as an error and listed under `fonts_without_images`.
 """
 
 import argparse
@@ -23,8 +26,8 @@ import json
 import logging
 import random
 import time
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,7 +37,7 @@ from datasets import Dataset, Features, Image, Value
 
 from .coverage import coverage_formulas
 from .normalize import canonical, normalize
-from .render import STYLES, render
+from .render import STYLES, RenderStyle, render
 from .storage import FORMATS, encode_image
 
 logger = logging.getLogger(__name__)
@@ -154,20 +157,27 @@ def training_formulas(
 
 def write_split(
     formulas: list[tuple[str, str]],
-    style: str,
+    style: str | Callable[[int, str], RenderStyle],
     folder: Path,
     name: str,
     workers: int,
     chunk: int,
     image_format: str = "g4",
-) -> tuple[int, dict[str, dict]]:
+) -> dict:
     """Render a split in chunks (bounded memory), one parquet shard per chunk, images stored in `image_format`
     (`data.storage`). Formulas that are refused or that TeX cannot render are skipped.
 
+    A font that renders nothing (its package missing: `wide` needs texlive-fonts-extra and lmodern) would only
+    thin the split out silently, so every font's images and skips are counted, and a font that wrote no image is
+    logged as an error and listed under ``"fonts_without_images"``.
+
     Returns:
-        The number of images written, and the skipped formulas per reason: ``{reason: {"count", "example"}}``.
+        ``{"images": n, "skipped": {reason: {"count", "example"}}, "fonts": {font: {"images", "skipped"}},
+        "fonts_without_images": {font: example error}}`` (Computer Modern is ``"cm"``).
     """
     skipped: dict[str, dict] = {}
+    fonts: defaultdict[str, Counter] = defaultdict(Counter)
+    font_errors: dict[str, str] = {}
     folder.mkdir(parents=True, exist_ok=True)
     shards = max(1, -(-len(formulas) // chunk))
     written = 0
@@ -176,10 +186,14 @@ def write_split(
         rows = {"image": [], "formula": [], "source": [], "style": []}
         results = render([formula for formula, _ in part], style=style, workers=workers)
         for (formula, source), result in zip(part, results, strict=True):
+            font = result.style.font or "cm"
             if result.image is None:
                 example = f"{formula[:80]!r}: {(result.error or '')[:160]}"
                 skipped.setdefault(result.skip_reason, {"count": 0, "example": example})["count"] += 1
+                fonts[font]["skipped"] += 1
+                font_errors.setdefault(font, example)
                 continue
+            fonts[font]["images"] += 1
             rows["image"].append({"bytes": encode_image(result.image, image_format), "path": None})
             rows["formula"].append(formula)
             rows["source"].append(source)
@@ -188,7 +202,16 @@ def write_split(
         written += len(rows["image"])
     for reason, entry in skipped.items():
         logger.warning("%s: %d skipped (%s), e.g. %s", name, entry["count"], reason, entry["example"])
-    return written, skipped
+    dead = {font: font_errors[font] for font, counts in sorted(fonts.items()) if not counts["images"]}
+    for font, example in dead.items():
+        skips = fonts[font]["skipped"]
+        logger.error("%s: font %r wrote none of its %d images (is it installed?), e.g. %s", name, font, skips, example)
+    return {
+        "images": written,
+        "skipped": skipped,
+        "fonts": {font: {"images": c["images"], "skipped": c["skipped"]} for font, c in sorted(fonts.items())},
+        "fonts_without_images": dead,
+    }
 
 
 def write_shard(rows: dict[str, list], path: Path) -> None:
@@ -275,10 +298,10 @@ def main(argv: list[str] | None = None) -> None:
     folder = args.output / "data"
     folder.mkdir(parents=True, exist_ok=True)
     for name, (formulas, style, image_format) in splits.items():
-        count, skipped = write_split(formulas, style, folder, name, args.workers, args.chunk, image_format)
-        size = sum(path.stat().st_size for path in folder.glob(f"{name}-*.parquet"))
+        report = write_split(formulas, style, folder, name, args.workers, args.chunk, image_format)
+        count, size = report["images"], sum(path.stat().st_size for path in folder.glob(f"{name}-*.parquet"))
         summary[name] = {"images": count, "bytes": size, "bytes_per_image": round(size / max(count, 1))}
-        summary[name].update(image_format=image_format, skipped=skipped)
+        summary[name].update(image_format=image_format, **{k: v for k, v in report.items() if k != "images"})
         logger.info("%s: %d images, %.1f MB, %d bytes per image", name, count, size / 2**20, size / max(count, 1))
     summary["seconds"] = round(time.time() - began)
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2))

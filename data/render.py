@@ -62,8 +62,8 @@ MAX_LENGTH = 4000
 VARIED_FONTS = ("", "mathpazo", "txfonts", "mathptmx", "pxfonts")
 # The ``wide`` style adds math fonts from texlive-fonts-extra (with texlive-latex-extra, texlive-plain-generic and
 # lmodern, whose encodings MLModern reads), among them sans-serif ones. Left out on purpose: the generalisation set's
-# fonts (Charter, Utopia, Bookman, sansmath's CM sans-serif math) and their near relatives (XCharter, Fourier,
-# Erewhon, CM Bright, sansmathfonts).
+# fonts (Charter, Utopia, Bookman, sansmath's CM sans-serif math) and their near relatives, `HELD_OUT_RELATIVES`.
+HELD_OUT_RELATIVES = ("XCharter", "fourier", "erewhon", "cmbright", "sansmathfonts", "sansmath")
 WIDE_FONTS = VARIED_FONTS + (
     "anttor", "baskervillef", "cochineal", "ebgaramond", "eulervm", "firamath", "gentium", "iwona", "kpfonts",
     "kurier", "libertinus", "lxfonts", "mathpple", "mlmodern", "newtx", "notomath", "step", "stickstoo",

@@ -82,7 +82,7 @@ def select(tmp_path: Path, monkeypatch, *options: str) -> dict:
 
     def record(formulas, style, folder, name, workers, chunk, image_format="g4"):
         recorded[name] = (list(formulas), style, image_format)
-        return len(formulas), {}
+        return {"images": len(formulas), "skipped": {}, "fonts": {}, "fonts_without_images": {}}
 
     monkeypatch.setattr(prepare, "write_split", record)
     formulas = write_lists(tmp_path / "formulas")
@@ -142,6 +142,11 @@ def test_summary_counts(prepared):
     assert "notamacro" in summary["train"]["skipped"]["TeX error"]["example"]
     assert summary["validation"]["skipped"]["TeX error"]["count"] == 1
     assert summary["test"]["skipped"] == {}
+    # the images and skips of every font (the train split's varied ones; the benchmark's Computer Modern)
+    assert sum(font["images"] for font in summary["train"]["fonts"].values()) == len(TRAIN)
+    assert sum(font["skipped"] for font in summary["train"]["fonts"].values()) == 1
+    assert summary["test"]["fonts"] == {"cm": {"images": 2, "skipped": 0}}
+    assert all(summary[name]["fonts_without_images"] == {} for name in ("train", "validation", "test"))
     assert sorted(path.name for path in (prepared / "data").iterdir()) == [
         "test-00000-of-00001.parquet",
         "train-00000-of-00001.parquet",
@@ -235,3 +240,20 @@ def test_overlap_key_sees_through_the_form():
     assert key("E = m c ^ { 2 }") == key("E=mc^2") == key("E = m c ^ 2") == key("E = m c ^ {2}")
     assert key("x ^ { \\prime }") == key("x'")
     assert key("\\frac {") == "\\frac{"  # not normalisable: compared as written
+
+
+def test_a_font_that_renders_nothing_is_reported(tmp_path, caplog):
+    """A missing font package fails every formula set in it: the split must say so, not just come out thinner."""
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed")
+    pairs = [(formula, "arxiv-display") for formula in ("a + b", "x ^ { 2 }", "\\alpha", "y = 1")]
+    style = lambda index, formula: RenderStyle(font="nosuchfontpackage" if index % 2 else "")  # noqa: E731
+
+    report = prepare.write_split(pairs, style, tmp_path / "data", "train", 1, 10)
+
+    assert report["images"] == 2
+    assert report["fonts"] == {"cm": {"images": 2, "skipped": 0}, "nosuchfontpackage": {"images": 0, "skipped": 2}}
+    assert list(report["fonts_without_images"]) == ["nosuchfontpackage"]
+    assert "nosuchfontpackage" in report["fonts_without_images"]["nosuchfontpackage"]  # TeX's missing-file error
+    errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert len(errors) == 1 and "'nosuchfontpackage' wrote none of its 2 images" in errors[0]

@@ -33,8 +33,10 @@ def test_formats_round_trip_through_datasets(tmp_path: Path, fixture_formulas, i
     from data.render import render
 
     pairs = [(formula, "fixture") for formula in fixture_formulas[:4]]
-    written, skipped = write_split(pairs, "deng", tmp_path / "data", "train", 1, 3, image_format=image_format)
-    assert written == 4 and not skipped and len(list((tmp_path / "data").glob("train-*.parquet"))) == 2
+    report = write_split(pairs, "deng", tmp_path / "data", "train", 1, 3, image_format=image_format)
+    assert report["images"] == 4 and not report["skipped"] and not report["fonts_without_images"]
+    assert report["fonts"] == {"cm": {"images": 4, "skipped": 0}}
+    assert len(list((tmp_path / "data").glob("train-*.parquet"))) == 2
 
     train = load_dataset(str(tmp_path))["train"]
     assert train.features["image"].__class__.__name__ == "Image"
