@@ -15,7 +15,8 @@ bold or sans-serif math and the Charter, Utopia or Bookman text fonts (training:
 and the tx/px fonts, normal math; the `wide` training style adds 18 fonts, none of these nor a near relative),
 90-100 or 280-320 dpi (training: 120-240), and one of four degradations: none, coloured ink on a tinted background
 saved as a low-quality JPEG, dark mode (light ink on a dark background), or blur plus noise (training sees grayscale
-only). `summary.json` counts the styles and degradations.
+only). `summary.json` counts the styles and degradations, and the images and skips per font (a font that wrote
+none is logged as an error, `data.prepare.FontTally`).
 
 `--restyle SET --style varied` renders the formulas of a built set in the training styles instead (no degradation),
 and `--style deng` in the benchmark's look: controls. What a model loses between a control and the set is the cost
@@ -42,6 +43,7 @@ from PIL import Image
 from .prepare import (
     BENCHMARK_LISTS,
     TRAIN_MIX,
+    FontTally,
     canonical_formulas,
     dataset_formulas,
     overlap_key,
@@ -170,7 +172,9 @@ def main(argv: list[str] | None = None) -> None:
 
     rows: dict[str, list] = {"image": [], "formula": [], "source": [], "style": []}
     looks: Counter = Counter()
+    fonts = FontTally()
     for index, ((formula, source), result) in enumerate(zip(formulas, results, strict=True)):
+        fonts.add(formula, result)
         if result.image is None:
             looks[f"skipped ({result.skip_reason})"] += 1
             continue
@@ -187,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     write_shard(rows, folder / "test-00000-of-00001.parquet")
     summary = {"images": len(rows["image"]), "sources": Counter(rows["source"]), "looks": dict(sorted(looks.items()))}
+    summary.update(fonts.report("the generalisation set"))
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2))
     logger.info("wrote %d images to %s: %s", len(rows["image"]), folder, summary)
 

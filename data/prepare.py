@@ -37,7 +37,7 @@ from datasets import Dataset, Features, Image, Value
 
 from .coverage import coverage_formulas
 from .normalize import canonical, normalize
-from .render import STYLES, RenderStyle, render
+from .render import STYLES, RenderResult, RenderStyle, render
 from .storage import FORMATS, encode_image
 
 logger = logging.getLogger(__name__)
@@ -155,6 +155,35 @@ def training_formulas(
     return chosen, stats
 
 
+class FontTally:
+    """Images and skips per font over a split's render results (Computer Modern is ``"cm"``).
+
+    A font that renders nothing (its package missing: `wide` needs texlive-fonts-extra and lmodern) would only thin
+    a split out silently; `report` logs it as an error and lists it under ``"fonts_without_images"``.
+    """
+
+    def __init__(self) -> None:
+        self.counts: defaultdict[str, Counter] = defaultdict(Counter)
+        self.examples: dict[str, str] = {}
+
+    def add(self, formula: str, result: RenderResult) -> None:
+        font = result.style.font or "cm"
+        self.counts[font]["images" if result.image is not None else "skipped"] += 1
+        if result.image is None:
+            self.examples.setdefault(font, f"{formula[:80]!r}: {(result.error or '')[:160]}")
+
+    def report(self, name: str) -> dict:
+        """``{"fonts": {font: {"images", "skipped"}}, "fonts_without_images": {font: example error}}``."""
+        fonts = {font: {"images": c["images"], "skipped": c["skipped"]} for font, c in sorted(self.counts.items())}
+        dead = {font: self.examples[font] for font, counts in fonts.items() if not counts["images"]}
+        for font, example in dead.items():
+            skips = fonts[font]["skipped"]
+            logger.error(
+                "%s: font %r wrote none of its %d images (is it installed?), e.g. %s", name, font, skips, example
+            )
+        return {"fonts": fonts, "fonts_without_images": dead}
+
+
 def write_split(
     formulas: list[tuple[str, str]],
     style: str | Callable[[int, str], RenderStyle],
@@ -167,17 +196,12 @@ def write_split(
     """Render a split in chunks (bounded memory), one parquet shard per chunk, images stored in `image_format`
     (`data.storage`). Formulas that are refused or that TeX cannot render are skipped.
 
-    A font that renders nothing (its package missing: `wide` needs texlive-fonts-extra and lmodern) would only
-    thin the split out silently, so every font's images and skips are counted, and a font that wrote no image is
-    logged as an error and listed under ``"fonts_without_images"``.
-
     Returns:
-        ``{"images": n, "skipped": {reason: {"count", "example"}}, "fonts": {font: {"images", "skipped"}},
-        "fonts_without_images": {font: example error}}`` (Computer Modern is ``"cm"``).
+        ``{"images": n, "skipped": {reason: {"count", "example"}}}`` and `FontTally.report`'s ``"fonts"`` and
+        ``"fonts_without_images"``.
     """
     skipped: dict[str, dict] = {}
-    fonts: defaultdict[str, Counter] = defaultdict(Counter)
-    font_errors: dict[str, str] = {}
+    fonts = FontTally()
     folder.mkdir(parents=True, exist_ok=True)
     shards = max(1, -(-len(formulas) // chunk))
     written = 0
@@ -186,14 +210,11 @@ def write_split(
         rows = {"image": [], "formula": [], "source": [], "style": []}
         results = render([formula for formula, _ in part], style=style, workers=workers)
         for (formula, source), result in zip(part, results, strict=True):
-            font = result.style.font or "cm"
+            fonts.add(formula, result)
             if result.image is None:
                 example = f"{formula[:80]!r}: {(result.error or '')[:160]}"
                 skipped.setdefault(result.skip_reason, {"count": 0, "example": example})["count"] += 1
-                fonts[font]["skipped"] += 1
-                font_errors.setdefault(font, example)
                 continue
-            fonts[font]["images"] += 1
             rows["image"].append({"bytes": encode_image(result.image, image_format), "path": None})
             rows["formula"].append(formula)
             rows["source"].append(source)
@@ -202,16 +223,7 @@ def write_split(
         written += len(rows["image"])
     for reason, entry in skipped.items():
         logger.warning("%s: %d skipped (%s), e.g. %s", name, entry["count"], reason, entry["example"])
-    dead = {font: font_errors[font] for font, counts in sorted(fonts.items()) if not counts["images"]}
-    for font, example in dead.items():
-        skips = fonts[font]["skipped"]
-        logger.error("%s: font %r wrote none of its %d images (is it installed?), e.g. %s", name, font, skips, example)
-    return {
-        "images": written,
-        "skipped": skipped,
-        "fonts": {font: {"images": c["images"], "skipped": c["skipped"]} for font, c in sorted(fonts.items())},
-        "fonts_without_images": dead,
-    }
+    return {"images": written, "skipped": skipped, **fonts.report(name)}
 
 
 def write_shard(rows: dict[str, list], path: Path) -> None:

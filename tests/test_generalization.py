@@ -93,6 +93,7 @@ def test_builds_a_set_without_known_formulas(tmp_path: Path) -> None:
     assert len(test) == 7
     summary = json.loads((output / "summary.json").read_text())
     assert summary["images"] == 7 and summary["looks"]["skipped (TeX error)"] == 1
+    assert sum(font["images"] for font in summary["fonts"].values()) == 7 and not summary["fonts_without_images"]
     looks = [json.loads(style) for style in test["style"]]
     assert {look["degradation"] for look in looks} <= set(DEGRADATIONS)
     assert all(isinstance(row["image"], Image.Image) for row in test)
