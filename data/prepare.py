@@ -155,6 +155,11 @@ def training_formulas(
     return chosen, stats
 
 
+def skip_example(formula: str, result: RenderResult) -> str:
+    """A skipped formula and its error, shortened, as `summary.json` shows one example per reason or font."""
+    return f"{formula[:80]!r}: {(result.error or '')[:160]}"
+
+
 class FontTally:
     """Images and skips per font over a split's render results (Computer Modern is ``"cm"``).
 
@@ -170,7 +175,7 @@ class FontTally:
         font = result.style.font or "cm"
         self.counts[font]["images" if result.image is not None else "skipped"] += 1
         if result.image is None:
-            self.examples.setdefault(font, f"{formula[:80]!r}: {(result.error or '')[:160]}")
+            self.examples.setdefault(font, skip_example(formula, result))
 
     def report(self, name: str) -> dict:
         """``{"fonts": {font: {"images", "skipped"}}, "fonts_without_images": {font: example error}}``."""
@@ -212,8 +217,8 @@ def write_split(
         for (formula, source), result in zip(part, results, strict=True):
             fonts.add(formula, result)
             if result.image is None:
-                example = f"{formula[:80]!r}: {(result.error or '')[:160]}"
-                skipped.setdefault(result.skip_reason, {"count": 0, "example": example})["count"] += 1
+                entry = {"count": 0, "example": skip_example(formula, result)}
+                skipped.setdefault(result.skip_reason, entry)["count"] += 1
                 continue
             rows["image"].append({"bytes": encode_image(result.image, image_format), "path": None})
             rows["formula"].append(formula)
