@@ -2,6 +2,7 @@
 
     python -m data.prepare --formulas ../shared/data/formulas --output datasets/im2latex [--max-train 200000]
         [--train-style varied|wide] [--exclude SET ...] [--image-format g4] [--eval-image-format png] [--coverage 5]
+        [--spacing 0.5]
 
 Splits: train (arXiv, books, Q&A, CROHME train and the im2latex-100k train sample, rendered in varied styles:
 `--train-style`, `data.render`),
@@ -12,6 +13,7 @@ No test or validation formula is in train (compared with all whitespace removed)
 
 Train also gets short `coverage` formulas (`data.coverage`): every command and character of the training
 vocabulary alone and in a few small contexts, `--coverage` times each, because people screenshot single symbols.
+`--spacing` gives a fraction of train formulas hand spacing commands (`data.spacing`), as im2latex-100k's are typed.
 Images are stored as `data.storage` writes them: train as bilevel CCITT Group 4 (`g4`, ~450 bytes an image of the
 training mix, ~150 for a coverage formula), validation and test as grayscale PNG (`png`, the benchmark's look,
 exactly). Every column is zstd-compressed: a training row (image, formula, source, style) took 406 bytes in the
@@ -38,6 +40,7 @@ from datasets import Dataset, Features, Image, Value
 from .coverage import coverage_formulas
 from .normalize import canonical, normalize
 from .render import STYLES, RenderResult, RenderStyle, render
+from .spacing import add_spacing
 from .storage import FORMATS, encode_image
 
 logger = logging.getLogger(__name__)
@@ -153,6 +156,22 @@ def training_formulas(
     rng.shuffle(chosen)
     logger.info("train formulas: %d chosen; skipped: %s", len(chosen), dict(stats))
     return chosen, stats
+
+
+def with_spacing(
+    train: list[tuple[str, str]], fraction: float, seed: int, held_out_keys: set[str]
+) -> tuple[list[tuple[str, str]], int]:
+    """`train` with about `fraction` of its formulas given 1-3 spacing commands each (`data.spacing.add_spacing`),
+    and how many formulas were changed. A formula whose spaced form is a held-out one stays as it was."""
+    rng = random.Random(seed)
+    spaced, changed = [], 0
+    for formula, source in train:
+        if rng.random() < fraction:
+            new = add_spacing(formula, rng, rng.randint(1, 3))
+            if new != formula and squash(new) not in held_out_keys:
+                formula, changed = new, changed + 1
+        spaced.append((formula, source))
+    return spaced, changed
 
 
 def skip_example(formula: str, result: RenderResult) -> str:
@@ -271,10 +290,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-format", choices=FORMATS, default="g4", help="how train images are stored")
     parser.add_argument("--eval-image-format", choices=FORMATS, default="png", help="validation and test images")
     parser.add_argument("--coverage", type=int, default=5, help="short formulas per vocabulary symbol (0: none)")
+    parser.add_argument(
+        "--spacing",
+        type=float,
+        default=0.0,
+        help="fraction of train formulas given 1-3 hand spacing commands before rendering (data.spacing)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not args.formulas.is_dir():
         parser.error(f"formula folder {args.formulas} does not exist")
+    if not 0.0 <= args.spacing <= 1.0:
+        parser.error(f"--spacing must be a fraction in [0, 1], got {args.spacing}")
     began = time.time()
     summary: dict = {}
 
@@ -301,6 +328,10 @@ def main(argv: list[str] | None = None) -> None:
         train += [(formula, "coverage") for formula in coverage]
         summary["coverage_formulas"] = len(coverage)
         random.Random(args.seed).shuffle(train)
+    if args.spacing:
+        train, spaced = with_spacing(train, args.spacing, args.seed, held_out_keys)
+        logger.info("spacing: %d train formulas given hand spacing commands", spaced)
+        summary["spacing_formulas"] = spaced
     leaked = [formula for formula, _ in train if squash(formula) in held_out_keys]
     if leaked:
         raise RuntimeError(f"{len(leaked)} benchmark or excluded formulas in train, e.g. {leaked[0]!r}")

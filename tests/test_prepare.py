@@ -21,6 +21,7 @@ from data import prepare
 from data.coverage import coverage_formulas
 from data.prepare import overlap_key, squash
 from data.render import DENG, RenderStyle
+from data.spacing import SPACING_WEIGHTS
 
 # Raw lists, as in ../shared/data/formulas. The benchmark lists are in canonical token form already.
 LISTS = {
@@ -200,6 +201,36 @@ def test_exclude_keeps_a_held_out_set_out_of_train(tmp_path, monkeypatch):
     assert (skipped["excluded formula removed"], skipped["benchmark formula removed"]) == (2, 1)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         select(tmp_path, monkeypatch, "--exclude", str(tmp_path / "nowhere"))
+
+
+def test_spacing_gives_train_hand_spacing_and_leaves_the_benchmark_alone(tmp_path, monkeypatch):
+    selected = select(tmp_path, monkeypatch, "--max-train", "20", "--coverage", "0", "--spacing", "1")
+    train = [formula for formula, _ in selected["train"][0]]
+    spaced = [formula for formula in train if any(token in SPACING_WEIGHTS for token in formula.split())]
+    # every formula with a gap got 1-3 commands; without them, train is what it would have been
+    no_gap = {"\\sqrt { x }", "\\alpha _ { i }", "\\sqrt { 2 }", "\\beta"}  # nothing between two atoms
+    assert len(spaced) == selected["summary"]["spacing_formulas"] == len(TRAIN) + 1 - len(no_gap)
+    assert no_gap <= set(train)
+    assert sorted(" ".join(t for t in f.split() if t not in SPACING_WEIGHTS) for f in train) == sorted(
+        {*TRAIN, "\\notamacro x"}
+    )
+    assert selected["validation"][0] == [(f, "im2latex-100k") for f in LISTS["im2latex-100k/validation.txt"]]
+    assert "spacing_formulas" not in select(tmp_path, monkeypatch, "--max-train", "20", "--coverage", "0")["summary"]
+
+
+def test_spacing_never_makes_a_held_out_formula(monkeypatch):
+    monkeypatch.setattr(prepare, "add_spacing", lambda formula, rng, count: "a \\, + b")
+    train = [("a + b", "arxiv-display"), ("c + d", "arxiv-display")]
+    assert prepare.with_spacing(train, 1.0, 0, {squash("a \\, + b")}) == (train, 0)
+    assert prepare.with_spacing(train, 0.0, 0, set()) == (train, 0)
+
+
+@pytest.mark.parametrize("fraction", ["-0.1", "1.5"])
+def test_spacing_fraction_out_of_range_is_a_usage_error(tmp_path, capsys, fraction):
+    with pytest.raises(SystemExit) as exit_info:
+        prepare.main(["--formulas", str(tmp_path), "--output", str(tmp_path / "out"), "--spacing", fraction])
+    assert exit_info.value.code == 2
+    assert f"--spacing must be a fraction in [0, 1], got {float(fraction)}" in capsys.readouterr().err
 
 
 def test_squash():

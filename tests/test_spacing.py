@@ -1,0 +1,68 @@
+"""data/spacing.py: hand spacing commands go only where they render as written and show in the image."""
+
+import random
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from data.normalize import _SPACING_KEEP, normalize
+from data.render import DENG, render
+from data.spacing import SPACING_WEIGHTS, add_spacing, spacing_gaps
+
+FORMULAS = [
+    "\\int _ { 0 } ^ { 1 } f ( x ) d x = \\frac { a } { b }",
+    "\\begin{array} { c c } { a + b } & { b } \\\\ { c } & { d } \\\\ \\end{array}",
+    "x ^ { 2 } + \\operatorname { l n } y",
+    "\\sqrt { a + b } \\sum \\limits _ { i } x _ { i }",
+    "\\left( a , b \\right) = \\mathrm { d } x",
+]
+
+
+def without_spacing(formula: str) -> list[str]:
+    return [token for token in formula.split() if token not in SPACING_WEIGHTS]
+
+
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_spaced_formulas_stay_canonical_and_keep_their_tokens(formula):
+    rng = random.Random(0)
+    for count in (1, 2, 3):
+        spaced = add_spacing(formula, rng, count)
+        assert normalize(spaced) == spaced
+        assert without_spacing(spaced) == formula.split()
+        assert len(spaced.split()) - len(formula.split()) == min(count, len(spacing_gaps(formula.split())))
+
+
+def test_gaps_keep_arguments_scripts_and_ends_whole():
+    tokens = "x ^ { 2 } + \\frac { a } { b } - \\operatorname { l n } y".split()
+    allowed = {(tokens[i - 1], tokens[i]) for i in spacing_gaps(tokens)}
+    assert allowed == {("}", "+"), ("+", "\\frac"), ("}", "-"), ("-", "\\operatorname"), ("}", "y")}
+    # the column spec of an array, the inside of an operator's name, the ends of a group or of the formula
+    array = "\\begin{array} { c c } { a + b } & { c } \\\\ \\end{array}".split()
+    assert [(array[i - 1], array[i]) for i in spacing_gaps(array)] == [("a", "+"), ("+", "b")]
+    assert spacing_gaps(["x"]) == []
+    assert add_spacing("x", random.Random(0), 3) == "x"
+
+
+def test_commands_follow_their_weights():
+    rng = random.Random(1)
+    counts = Counter(token for _ in range(2000) for token in add_spacing("a + b", rng, 1).split() if token != "+")
+    counts -= Counter({"a": 2000, "b": 2000})
+    assert set(counts) == set(SPACING_WEIGHTS) and set(SPACING_WEIGHTS) <= _SPACING_KEEP
+    assert counts.most_common(1)[0][0] == "~" and counts["\\:"] < counts["\\;"] < counts["\\,"]
+
+
+def test_each_command_shows_as_its_own_gap():
+    """Rendered in the benchmark's look, every command widens `a + b` by its own amount, so the image tells them
+    apart; the negative thin space narrows it."""
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed")
+    formulas = ["a + b", *(f"a {command} + b" for command in SPACING_WEIGHTS)]
+    results = render(formulas, style=lambda i, f: DENG, workers=1)
+    assert all(result.image is not None for result in results), [result.error for result in results]
+    widths = dict(zip(formulas, (np.asarray(result.image).shape[1] for result in results), strict=True))
+    base = widths.pop("a + b")
+    assert widths["a \\! + b"] < base
+    spaced = sorted(widths[f"a {command} + b"] for command in ("\\,", "\\:", "\\;", "~", "\\quad", "\\qquad"))
+    assert base < spaced[0] and len(set(spaced)) == len(spaced)
