@@ -24,13 +24,13 @@ from .normalize import _ARGUMENT_COUNTS, _BEGIN_WITH_ARGUMENT, _SPACING_KEEP
 # The spacing commands and their shares among the 1,272 in im2latex-100k's training sample
 # (`im2latex-100k/train_sample.txt`, 897 formulas, normalised).
 SPACING_WEIGHTS = {"~": 0.38, "\\,": 0.28, "\\;": 0.19, "\\quad": 0.07, "\\qquad": 0.03, "\\!": 0.03, "\\:": 0.02}
-# Tokens after which a command would become an argument, a script or a modifier of what follows.
+# Tokens after which a command would become an argument, a script or a modifier of what follows (besides
+# `_ARGUMENT_COUNTS`, and the spacing commands, `_SPACING_KEEP`, checked on their own; `\left(` and its kin are
+# one token in the canonical form, so a command after one is inside the delimiters).
 _TAKES_ARGUMENT = set(_ARGUMENT_COUNTS) | {
     "^", "_", "\\sqrt", "\\operatorname", "\\operatorname*", "\\mathop", "\\mathrel", "\\mathbin", "\\not",
-    "\\hspace", "\\vspace", "\\kern", "\\mkern", "\\hskip", "\\mskip", "\\mspace", "\\color", "\\textcolor",
-    "\\boxed", "\\fbox", "\\mbox", "\\phantom", "\\hphantom", "\\vphantom", "\\underset", "\\overset",
-    "\\stackrel", "\\left", "\\right", "\\middle", "\\limits", "\\nolimits", "\\displaystyle", "\\textstyle",
-    "\\scriptstyle", "\\scriptscriptstyle", "\\rule", "\\raisebox", "\\label", "\\tag",
+    "\\color", "\\textcolor", "\\boxed", "\\fbox", "\\mbox", "\\limits", "\\nolimits", "\\displaystyle",
+    "\\textstyle", "\\scriptstyle", "\\scriptscriptstyle", "\\rule", "\\raisebox", "\\label", "\\tag",
 }  # fmt: skip
 # Tokens before which a command would separate something from what it belongs to.
 _BINDS_LEFT = {"^", "_", "'", "{", "[", "\\limits", "\\nolimits", "&", "\\\\"}

@@ -41,6 +41,9 @@ def test_gaps_keep_arguments_scripts_and_ends_whole():
     # the column spec of an array, the inside of an operator's name, the ends of a group or of the formula
     array = "\\begin{array} { c c } { a + b } & { c } \\\\ \\end{array}".split()
     assert [(array[i - 1], array[i]) for i in spacing_gaps(array)] == [("a", "+"), ("+", "b")]
+    # a sized delimiter is two tokens, kept together
+    sized = "\\big ( x \\big )".split()
+    assert [(sized[i - 1], sized[i]) for i in spacing_gaps(sized)] == [("(", "x"), ("x", "\\big")]
     assert spacing_gaps(["x"]) == []
     assert add_spacing("x", random.Random(0), 3) == "x"
 
