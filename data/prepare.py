@@ -2,7 +2,7 @@
 
     python -m data.prepare --formulas ../shared/data/formulas --output datasets/im2latex [--max-train 200000]
         [--train-style varied|wide] [--exclude SET ...] [--image-format g4] [--eval-image-format png] [--coverage 5]
-        [--spacing 0.5]
+        [--spacing 0.5 [--spacing-style typed]]
 
 Splits: train (arXiv, books, Q&A, CROHME train and the im2latex-100k train sample, rendered in varied styles:
 `--train-style`, `data.render`),
@@ -13,7 +13,8 @@ No test or validation formula is in train (compared with all whitespace removed)
 
 Train also gets short `coverage` formulas (`data.coverage`): every command and character of the training
 vocabulary alone and in a few small contexts, `--coverage` times each, because people screenshot single symbols.
-`--spacing` gives a fraction of train formulas hand spacing commands (`data.spacing`), as im2latex-100k's are typed.
+`--spacing` gives a fraction of train formulas hand spacing commands (`data.spacing`), as im2latex-100k's are typed;
+`--spacing-style typed` spaces them as its authors do (one command a formula mostly, runs such as `~ ~ ~`).
 Images are stored as `data.storage` writes them: train as bilevel CCITT Group 4 (`g4`, ~450 bytes an image of the
 training mix, ~150 for a coverage formula), validation and test as grayscale PNG (`png`, the benchmark's look,
 exactly). Every column is zstd-compressed: a training row (image, formula, source, style) took 406 bytes in the
@@ -40,7 +41,7 @@ from datasets import Dataset, Features, Image, Value
 from .coverage import coverage_formulas
 from .normalize import canonical, normalize
 from .render import STYLES, RenderResult, RenderStyle, render
-from .spacing import add_spacing
+from .spacing import add_spacing, add_typed_spacing
 from .storage import FORMATS, encode_image
 
 logger = logging.getLogger(__name__)
@@ -159,15 +160,19 @@ def training_formulas(
 
 
 def with_spacing(
-    train: list[tuple[str, str]], fraction: float, seed: int, held_out_keys: set[str]
+    train: list[tuple[str, str]], fraction: float, seed: int, held_out_keys: set[str], style: str = "scattered"
 ) -> tuple[list[tuple[str, str]], int]:
-    """`train` with about `fraction` of its formulas given 1-3 spacing commands each (`data.spacing.add_spacing`),
-    and how many formulas were changed. A formula whose spaced form is a held-out one stays as it was."""
+    """`train` with about `fraction` of its formulas given hand spacing, and how many formulas were changed:
+    ``scattered``, 1-3 commands each (`data.spacing.add_spacing`); ``typed``, as im2latex-100k's authors type
+    (`data.spacing.add_typed_spacing`). A formula whose spaced form is a held-out one stays as it was."""
     rng = random.Random(seed)
     spaced, changed = [], 0
     for formula, source in train:
         if rng.random() < fraction:
-            new = add_spacing(formula, rng, rng.randint(1, 3))
+            if style == "typed":
+                new = add_typed_spacing(formula, rng)
+            else:
+                new = add_spacing(formula, rng, rng.randint(1, 3))
             if new != formula and squash(new) not in held_out_keys:
                 formula, changed = new, changed + 1
         spaced.append((formula, source))
@@ -294,7 +299,13 @@ def main(argv: list[str] | None = None) -> None:
         "--spacing",
         type=float,
         default=0.0,
-        help="fraction of train formulas given 1-3 hand spacing commands before rendering (data.spacing)",
+        help="fraction of train formulas given hand spacing commands before rendering (data.spacing)",
+    )
+    parser.add_argument(
+        "--spacing-style",
+        choices=["scattered", "typed"],
+        default="scattered",
+        help="scattered: 1-3 commands a formula; typed: as im2latex-100k's authors type them, runs included",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -329,9 +340,10 @@ def main(argv: list[str] | None = None) -> None:
         summary["coverage_formulas"] = len(coverage)
         random.Random(args.seed).shuffle(train)
     if args.spacing:
-        train, spaced = with_spacing(train, args.spacing, args.seed, held_out_keys)
-        logger.info("spacing: %d train formulas given hand spacing commands", spaced)
+        train, spaced = with_spacing(train, args.spacing, args.seed, held_out_keys, args.spacing_style)
+        logger.info("spacing: %d train formulas given hand spacing commands (%s)", spaced, args.spacing_style)
         summary["spacing_formulas"] = spaced
+        summary["spacing_style"] = args.spacing_style
     leaked = [formula for formula, _ in train if squash(formula) in held_out_keys]
     if leaked:
         raise RuntimeError(f"{len(leaked)} benchmark or excluded formulas in train, e.g. {leaked[0]!r}")

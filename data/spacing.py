@@ -11,19 +11,34 @@ script sign (``^ _ '``), the first takes no argument and the second does not ope
 split from its command), outside the groups that hold no math (an array's column spec, an operator's name, a
 length), not at either end of the formula nor beside ``&``, ``\\`` or another spacing command.
 
+`add_typed_spacing` spaces a formula the way those authors type (``--spacing-style typed``): a formula mostly keeps
+to one command, some gaps get a run of it (``~ ~ ~``, ``\; \;``), and a few formulas get many gaps, at the rates of
+im2latex-100k's training sample.
+
     python -m data.prepare ... --spacing 0.5    # half the training formulas get 1-3 commands each
+    python -m data.prepare ... --spacing 0.5 --spacing-style typed
 """
 
 from __future__ import annotations
 
 import random
 import re
+from typing import TypeVar
 
 from .normalize import _ARGUMENT_COUNTS, _BEGIN_WITH_ARGUMENT, _SPACING_KEEP
 
 # The spacing commands and their shares among the 1,272 in im2latex-100k's training sample
 # (`im2latex-100k/train_sample.txt`, 897 formulas, normalised).
 SPACING_WEIGHTS = {"~": 0.38, "\\,": 0.28, "\\;": 0.19, "\\quad": 0.07, "\\qquad": 0.03, "\\!": 0.03, "\\:": 0.02}
+# How the sample's 451 spaced formulas are typed, counted by gap (a run such as `~ ~ ~` fills one gap): the number of
+# gaps spaced in a formula (8: eight or more), each gap's command (992 gaps), how often a gap's command is typed as a
+# run and the run's length (121 runs), and how often a later gap keeps the formula's first command rather than
+# drawing afresh (68 % of the later gaps repeat the first: 0.56 + 0.44 x the chance that a fresh draw repeats it).
+TYPED_GAPS = {1: 0.54, 2: 0.21, 3: 0.12, 4: 0.04, 5: 0.03, 6: 0.01, 7: 0.01, 8: 0.04}
+TYPED_WEIGHTS = {"~": 0.34, "\\,": 0.33, "\\;": 0.16, "\\quad": 0.09, "\\qquad": 0.04, "\\!": 0.03, "\\:": 0.02}
+TYPED_RUNS = {"~": 0.21, "\\,": 0.05, "\\;": 0.21, "\\quad": 0.04, "\\qquad": 0.02, "\\!": 0.2, "\\:": 0.0}
+TYPED_RUN_LENGTHS = {2: 0.46, 3: 0.30, 4: 0.24}
+TYPED_KEEP = 0.56
 # Tokens after which a command would become an argument, a script or a modifier of what follows (besides
 # `_ARGUMENT_COUNTS`, and the spacing commands, `_SPACING_KEEP`, checked on their own; `\left(` and its kin are
 # one token in the canonical form, so a command after one is inside the delimiters).
@@ -38,6 +53,7 @@ _BINDS_LEFT = {"^", "_", "'", "{", "[", "\\limits", "\\nolimits", "&", "\\\\"}
 _PROTECTS_GROUP = _BEGIN_WITH_ARGUMENT | {
     "\\operatorname", "\\operatorname*", "\\hspace", "\\vspace", "\\color", "\\textcolor", "\\rule", "\\raisebox",
 }  # fmt: skip
+T = TypeVar("T")
 _SIZED_DELIMITER = re.compile(r"\\[bB]igg?[lrm]?$")
 
 
@@ -76,4 +92,25 @@ def add_spacing(formula: str, rng: random.Random, count: int) -> str:
     commands = rng.choices(list(SPACING_WEIGHTS), weights=list(SPACING_WEIGHTS.values()), k=len(chosen))
     for gap, command in zip(chosen, commands, strict=True):
         tokens.insert(gap, command)
+    return " ".join(tokens)
+
+
+def _draw(rng: random.Random, weights: dict[T, float]) -> T:
+    return rng.choices(list(weights), weights=list(weights.values()))[0]
+
+
+def add_typed_spacing(formula: str, rng: random.Random) -> str:
+    """`formula` (canonical tokens) spaced as im2latex-100k's authors type: `TYPED_GAPS` distinct gaps of
+    `spacing_gaps` (fewer where the formula has fewer), the first command drawn by `TYPED_WEIGHTS` and each later one
+    the same with probability `TYPED_KEEP`, else drawn afresh; a gap's command becomes a run by `TYPED_RUNS`."""
+    tokens = formula.split()
+    gaps = spacing_gaps(tokens)
+    chosen = rng.sample(gaps, min(_draw(rng, TYPED_GAPS), len(gaps)))
+    runs = []
+    for _ in chosen:
+        keep = runs and rng.random() < TYPED_KEEP
+        command = runs[0][0] if keep else _draw(rng, TYPED_WEIGHTS)
+        runs.append([command] * (_draw(rng, TYPED_RUN_LENGTHS) if rng.random() < TYPED_RUNS[command] else 1))
+    for gap, run in sorted(zip(chosen, runs, strict=True), reverse=True):
+        tokens[gap:gap] = run
     return " ".join(tokens)

@@ -203,11 +203,14 @@ def test_exclude_keeps_a_held_out_set_out_of_train(tmp_path, monkeypatch):
         select(tmp_path, monkeypatch, "--exclude", str(tmp_path / "nowhere"))
 
 
-def test_spacing_gives_train_hand_spacing_and_leaves_the_benchmark_alone(tmp_path, monkeypatch):
-    selected = select(tmp_path, monkeypatch, "--max-train", "20", "--coverage", "0", "--spacing", "1")
+@pytest.mark.parametrize("style", ["scattered", "typed"])
+def test_spacing_gives_train_hand_spacing_and_leaves_the_benchmark_alone(tmp_path, monkeypatch, style):
+    options = ["--max-train", "20", "--coverage", "0", "--spacing", "1", "--spacing-style", style]
+    selected = select(tmp_path, monkeypatch, *options)
+    assert selected["summary"]["spacing_style"] == style
     train = [formula for formula, _ in selected["train"][0]]
     spaced = [formula for formula in train if any(token in SPACING_WEIGHTS for token in formula.split())]
-    # every formula with a gap got 1-3 commands; without them, train is what it would have been
+    # every formula with a gap got spacing commands; without them, train is what it would have been
     no_gap = {"\\sqrt { x }", "\\alpha _ { i }", "\\sqrt { 2 }", "\\beta"}  # nothing between two atoms
     assert len(spaced) == selected["summary"]["spacing_formulas"] == len(TRAIN) + 1 - len(no_gap)
     assert no_gap <= set(train)
