@@ -2,7 +2,7 @@
 
     python -m data.prepare --formulas ../shared/data/formulas --output datasets/im2latex [--max-train 200000]
         [--train-style varied|wide] [--exclude SET ...] [--image-format g4] [--eval-image-format png] [--coverage 5]
-        [--spacing 0.5 [--spacing-style typed]]
+        [--spacing 0.5 [--spacing-style typed] [--spacing-font cm]]
 
 Splits: train (arXiv, books, Q&A, CROHME train and the im2latex-100k train sample, rendered in varied styles:
 `--train-style`, `data.render`),
@@ -14,7 +14,8 @@ No test or validation formula is in train (compared with all whitespace removed)
 Train also gets short `coverage` formulas (`data.coverage`): every command and character of the training
 vocabulary alone and in a few small contexts, `--coverage` times each, because people screenshot single symbols.
 `--spacing` gives a fraction of train formulas hand spacing commands (`data.spacing`), as im2latex-100k's are typed;
-`--spacing-style typed` spaces them as its authors do (one command a formula mostly, runs such as `~ ~ ~`).
+`--spacing-style typed` spaces them as its authors do (one command a formula mostly, runs such as `~ ~ ~`);
+`--spacing-font cm` renders the spaced formulas in Computer Modern, whose widths the benchmark's spacing has.
 Images are stored as `data.storage` writes them: train as bilevel CCITT Group 4 (`g4`, ~450 bytes an image of the
 training mix, ~150 for a coverage formula), validation and test as grayscale PNG (`png`, the benchmark's look,
 exactly). Every column is zstd-compressed: a training row (image, formula, source, style) took 406 bytes in the
@@ -31,7 +32,7 @@ import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -179,6 +180,20 @@ def with_spacing(
     return spaced, changed
 
 
+def in_computer_modern(style: str, formulas: set[str]) -> Callable[[int, str], RenderStyle]:
+    """The train style `style` (a name in `data.render.STYLES`), except that `formulas` are rendered in Computer
+    Modern, the benchmark's font, at the size and resolution `style` draws for them. Hand spacing is told apart by
+    width against the text font's word space (``~``): in Computer Modern ``~`` is wider than ``\\;``, in Times and
+    Palatino it is as wide or narrower, so the benchmark's widths are taught in the benchmark's font."""
+    choose = STYLES[style]
+
+    def pick(index: int, formula: str) -> RenderStyle:
+        chosen = choose(index, formula)
+        return replace(chosen, font="") if formula in formulas else chosen
+
+    return pick
+
+
 def skip_example(formula: str, result: RenderResult) -> str:
     """A skipped formula and its error, shortened, as `summary.json` shows one example per reason or font."""
     return f"{formula[:80]!r}: {(result.error or '')[:160]}"
@@ -307,6 +322,12 @@ def main(argv: list[str] | None = None) -> None:
         default="scattered",
         help="scattered: 1-3 commands a formula; typed: as im2latex-100k's authors type them, runs included",
     )
+    parser.add_argument(
+        "--spacing-font",
+        choices=["train", "cm"],
+        default="train",
+        help="train: spaced formulas rendered like the rest of train; cm: in Computer Modern, the benchmark's font",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not args.formulas.is_dir():
@@ -339,16 +360,20 @@ def main(argv: list[str] | None = None) -> None:
         train += [(formula, "coverage") for formula in coverage]
         summary["coverage_formulas"] = len(coverage)
         random.Random(args.seed).shuffle(train)
+    train_style: str | Callable[[int, str], RenderStyle] = args.train_style
     if args.spacing:
+        unspaced = train
         train, spaced = with_spacing(train, args.spacing, args.seed, held_out_keys, args.spacing_style)
         logger.info("spacing: %d train formulas given hand spacing commands (%s)", spaced, args.spacing_style)
-        summary["spacing_formulas"] = spaced
-        summary["spacing_style"] = args.spacing_style
+        summary.update(spacing_formulas=spaced, spacing_style=args.spacing_style, spacing_font=args.spacing_font)
+        if args.spacing_font == "cm":
+            changed = {new for (old, _), (new, _) in zip(unspaced, train, strict=True) if new != old}
+            train_style = in_computer_modern(args.train_style, changed)
     leaked = [formula for formula, _ in train if squash(formula) in held_out_keys]
     if leaked:
         raise RuntimeError(f"{len(leaked)} benchmark or excluded formulas in train, e.g. {leaked[0]!r}")
 
-    splits = {"train": (train, args.train_style, args.image_format)}
+    splits = {"train": (train, train_style, args.image_format)}
     splits.update(
         {
             name: ([(f, "im2latex-100k") for f in formulas[: args.max_eval]], "deng", args.eval_image_format)

@@ -8,7 +8,7 @@ import json
 import re
 import shutil
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,7 +20,7 @@ from PIL import Image
 from data import prepare
 from data.coverage import coverage_formulas
 from data.prepare import overlap_key, squash
-from data.render import DENG, RenderStyle
+from data.render import DENG, RenderStyle, wide_style
 from data.spacing import SPACING_WEIGHTS
 
 # Raw lists, as in ../shared/data/formulas. The benchmark lists are in canonical token form already.
@@ -219,6 +219,24 @@ def test_spacing_gives_train_hand_spacing_and_leaves_the_benchmark_alone(tmp_pat
     )
     assert selected["validation"][0] == [(f, "im2latex-100k") for f in LISTS["im2latex-100k/validation.txt"]]
     assert "spacing_formulas" not in select(tmp_path, monkeypatch, "--max-train", "20", "--coverage", "0")["summary"]
+
+
+def test_spacing_font_cm_renders_the_spaced_formulas_in_computer_modern(tmp_path, monkeypatch):
+    options = ["--max-train", "20", "--coverage", "0", "--train-style", "wide", "--spacing", "0.5"]
+    selected = select(tmp_path, monkeypatch, *options, "--spacing-font", "cm")
+    rows, style, _ = selected["train"]
+    formulas = [formula for formula, _ in rows]
+    assert selected["summary"]["spacing_font"] == "cm"
+    spaced = [f for f in formulas if any(token in SPACING_WEIGHTS for token in f.split())]
+    plain = [f for f in formulas if f not in spaced]
+    assert spaced and plain
+    for index, formula in enumerate(formulas):
+        drawn = wide_style(index, formula)
+        expected = replace(drawn, font="") if formula in spaced else drawn
+        assert style(index, formula) == expected
+    assert any(wide_style(index, formula).font for index, formula in enumerate(plain))  # not all CM anyway
+    # by default the spaced formulas are drawn like the rest
+    assert select(tmp_path, monkeypatch, *options)["train"][1] == "wide"
 
 
 def test_spacing_never_makes_a_held_out_formula(monkeypatch):
