@@ -334,6 +334,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"formula folder {args.formulas} does not exist")
     if not 0.0 <= args.spacing <= 1.0:
         parser.error(f"--spacing must be a fraction in [0, 1], got {args.spacing}")
+    if not args.spacing and (args.spacing_style != "scattered" or args.spacing_font != "train"):
+        parser.error("--spacing-style and --spacing-font shape hand spacing: give --spacing F (0 < F <= 1) too")
     began = time.time()
     summary: dict = {}
 

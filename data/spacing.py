@@ -53,7 +53,6 @@ _BINDS_LEFT = {"^", "_", "'", "{", "[", "\\limits", "\\nolimits", "&", "\\\\"}
 _PROTECTS_GROUP = _BEGIN_WITH_ARGUMENT | {
     "\\operatorname", "\\operatorname*", "\\hspace", "\\vspace", "\\color", "\\textcolor", "\\rule", "\\raisebox",
 }  # fmt: skip
-T = TypeVar("T")
 _SIZED_DELIMITER = re.compile(r"\\[bB]igg?[lrm]?$")
 
 
@@ -93,6 +92,9 @@ def add_spacing(formula: str, rng: random.Random, count: int) -> str:
     for gap, command in zip(chosen, commands, strict=True):
         tokens.insert(gap, command)
     return " ".join(tokens)
+
+
+T = TypeVar("T")
 
 
 def _draw(rng: random.Random, weights: dict[T, float]) -> T:

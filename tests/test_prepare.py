@@ -254,6 +254,14 @@ def test_spacing_fraction_out_of_range_is_a_usage_error(tmp_path, capsys, fracti
     assert f"--spacing must be a fraction in [0, 1], got {float(fraction)}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option", [["--spacing-style", "typed"], ["--spacing-font", "cm"]])
+def test_spacing_options_without_spacing_are_a_usage_error(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as exit_info:
+        prepare.main(["--formulas", str(tmp_path), "--output", str(tmp_path / "out"), *option])
+    assert exit_info.value.code == 2
+    assert "give --spacing F" in capsys.readouterr().err
+
+
 def test_squash():
     assert squash("a  +\tb\n= c") == "a+b=c"
     assert squash("\\frac { 1 } { 2 }") == squash("\\frac{1}{2}") == "\\frac{1}{2}"
