@@ -42,7 +42,7 @@ from datasets import Dataset, Features, Image, Value
 from .coverage import coverage_formulas
 from .normalize import canonical, normalize
 from .render import STYLES, RenderResult, RenderStyle, render
-from .spacing import add_spacing, add_typed_spacing
+from .spacing import SPACING_STYLES
 from .storage import FORMATS, encode_image
 
 logger = logging.getLogger(__name__)
@@ -170,10 +170,7 @@ def with_spacing(
     spaced, changed = [], 0
     for formula, source in train:
         if rng.random() < fraction:
-            if style == "typed":
-                new = add_typed_spacing(formula, rng)
-            else:
-                new = add_spacing(formula, rng, rng.randint(1, 3))
+            new = SPACING_STYLES[style](formula, rng)
             if new != formula and squash(new) not in held_out_keys:
                 formula, changed = new, changed + 1
         spaced.append((formula, source))
@@ -318,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--spacing-style",
-        choices=["scattered", "typed"],
+        choices=sorted(SPACING_STYLES),
         default="scattered",
         help="scattered: 1-3 commands a formula; typed: as im2latex-100k's authors type them, runs included",
     )

@@ -116,3 +116,12 @@ def add_typed_spacing(formula: str, rng: random.Random) -> str:
     for gap, run in sorted(zip(chosen, runs, strict=True), reverse=True):
         tokens[gap:gap] = run
     return " ".join(tokens)
+
+
+def add_scattered_spacing(formula: str, rng: random.Random) -> str:
+    """`add_spacing` with 1-3 commands."""
+    return add_spacing(formula, rng, rng.randint(1, 3))
+
+
+# `data.prepare --spacing-style`: how a chosen formula is spaced.
+SPACING_STYLES = {"scattered": add_scattered_spacing, "typed": add_typed_spacing}

@@ -240,7 +240,7 @@ def test_spacing_font_cm_renders_the_spaced_formulas_in_computer_modern(tmp_path
 
 
 def test_spacing_never_makes_a_held_out_formula(monkeypatch):
-    monkeypatch.setattr(prepare, "add_spacing", lambda formula, rng, count: "a \\, + b")
+    monkeypatch.setitem(prepare.SPACING_STYLES, "scattered", lambda formula, rng: "a \\, + b")
     train = [("a + b", "arxiv-display"), ("c + d", "arxiv-display")]
     assert prepare.with_spacing(train, 1.0, 0, {squash("a \\, + b")}) == (train, 0)
     assert prepare.with_spacing(train, 0.0, 0, set()) == (train, 0)
