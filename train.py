@@ -85,6 +85,14 @@ class DataArguments:
             "'{\"p_blur\": 0.5}', or an object in the config file. See data/augment.py."
         },
     )
+    augment_spaced_options: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "AugmentConfig fields that replace augment_options' for training formulas holding hand spacing "
+            'commands (data.spacing.HAND_SPACING), e.g. \'{"p_blur": 0, "p_noise": 0}\' so that a gap is only '
+            "labelled where it shows. Unset: one augmentation for every formula."
+        },
+    )
     pool_batches: int = field(
         default=0,
         metadata={
@@ -135,7 +143,7 @@ def parse_args() -> tuple[ModelArguments, DataArguments, Seq2SeqTrainingArgument
                 action.required = False
     model_args, data_args, training_args, run_args = parser.parse_args_into_dataclasses(args=argv)
     try:  # bad options are refused here, before any work, as bad flags are
-        AugmentConfig.from_options(data_args.augment_options)
+        AugmentConfig.from_options(data_args.augment_options).with_options(data_args.augment_spaced_options)
     except ValueError as error:
         parser.error(str(error))
     return model_args, data_args, training_args, run_args
@@ -329,7 +337,11 @@ def main() -> None:
     if data_args.augment:
         augment_config = AugmentConfig.from_options(data_args.augment_options)
         logger.info("augmentation: %s", augment_config)
-        augment = make_train_transform(augment_config, seed=training_args.seed)
+        spaced_config = None
+        if data_args.augment_spaced_options is not None:
+            spaced_config = augment_config.with_options(data_args.augment_spaced_options)
+            logger.info("augmentation of formulas with hand spacing: %s", spaced_config)
+        augment = make_train_transform(augment_config, seed=training_args.seed, spaced_config=spaced_config)
     process_train = ProcessFormulas(processor, positions, augment=augment)
     uses_train = training_args.do_train or run_args.recalibrate_batch_norm > 0
     if data_args.pool_batches > 0 and uses_train:

@@ -44,7 +44,9 @@ def main() -> None:
     processor = Im2LatexProcessor.from_pretrained(args.model)
     dataset = load_formula_dataset(args.dataset, "train")
     dataset = dataset.shuffle(seed=args.seed).select(range(min(args.rows, len(dataset))))
-    dataset.set_transform(ProcessFormulas(processor, max_label_length=10_000, augment=make_train_transform(args.seed)))
+    dataset.set_transform(
+        ProcessFormulas(processor, max_label_length=10_000, augment=make_train_transform(seed=args.seed))
+    )
     examples = dataset[:]  # processed: pixel_values (H, W) arrays and label ids
     shapes = [values.shape for values in examples["pixel_values"]]
     lengths = [len(ids) for ids in examples["labels"]]

@@ -31,6 +31,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .spacing import has_hand_spacing
+
 # Standard normal quantiles of the 256 byte values: uniform random bytes through this table give Gaussian
 # noise at a fraction of the cost of `Generator.standard_normal`.
 _NORMAL_QUANTILES = np.array([NormalDist().inv_cdf((i + 0.5) / 256) for i in range(256)], dtype=np.float32)
@@ -107,8 +109,12 @@ class AugmentConfig:
         Raises:
             ValueError: for a string that is not a JSON object, a name that is no field, or a bad value.
         """
+        return cls().with_options(options)
+
+    def with_options(self, options: Mapping[str, Any] | str | None) -> AugmentConfig:
+        """This config with some fields replaced, `options` as for `from_options` (None: unchanged)."""
         if options is None:
-            return cls()
+            return self
         if isinstance(options, str):
             try:
                 options = json.loads(options)
@@ -116,11 +122,13 @@ class AugmentConfig:
                 raise ValueError(f"augment options {options!r} are not JSON: {error}") from None
         if not isinstance(options, Mapping):
             raise ValueError(f"augment options must be a JSON object of AugmentConfig fields, got {options!r}")
-        names = [f.name for f in fields(cls)]
+        names = [f.name for f in fields(self)]
         unknown = sorted(set(options) - set(names))
         if unknown:
             raise ValueError(f"unknown augment options {unknown}; AugmentConfig's fields are {names}")
-        return cls(**{name: tuple(value) if isinstance(value, list) else value for name, value in options.items()})
+        return replace(
+            self, **{name: tuple(value) if isinstance(value, list) else value for name, value in options.items()}
+        )
 
     def chance(self, p: float) -> float:
         """Return the probability `p` of one operation after applying `strength`."""
@@ -299,10 +307,19 @@ def augment(image: Image.Image, config: AugmentConfig, rng: np.random.Generator)
 class TrainTransform:
     """A `datasets` transform that augments the image column of a batch; see `make_train_transform`."""
 
-    def __init__(self, config: AugmentConfig, seed: int | None, image_column: str) -> None:
+    def __init__(
+        self,
+        config: AugmentConfig,
+        seed: int | None,
+        image_column: str,
+        spaced_config: AugmentConfig | None = None,
+        formula_column: str = "formula",
+    ) -> None:
         self.config = config
         self.seed = seed
         self.image_column = image_column
+        self.spaced_config = spaced_config
+        self.formula_column = formula_column
         self._pid: int | None = None
         self._rng: np.random.Generator | None = None
 
@@ -321,7 +338,17 @@ class TrainTransform:
         if self.image_column not in batch:
             raise KeyError(f"batch has no column {self.image_column!r}; columns: {sorted(batch)}")
         rng = self._generator()
-        batch[self.image_column] = [augment(image, self.config, rng) for image in batch[self.image_column]]
+        configs = [self.config] * len(batch[self.image_column])
+        if self.spaced_config is not None:
+            if self.formula_column not in batch:
+                raise KeyError(f"batch has no column {self.formula_column!r}; columns: {sorted(batch)}")
+            configs = [
+                self.spaced_config if has_hand_spacing(formula) else self.config
+                for formula in batch[self.formula_column]
+            ]
+        batch[self.image_column] = [
+            augment(image, config, rng) for image, config in zip(batch[self.image_column], configs, strict=True)
+        ]
         return batch
 
 
@@ -336,7 +363,11 @@ def _worker_seed() -> int | None:
 
 
 def make_train_transform(
-    config: AugmentConfig | None = None, seed: int | None = None, image_column: str = "image"
+    config: AugmentConfig | None = None,
+    seed: int | None = None,
+    image_column: str = "image",
+    spaced_config: AugmentConfig | None = None,
+    formula_column: str = "formula",
 ) -> Callable[[dict[str, list[Any]]], dict[str, list[Any]]]:
     """Build a batch transform for ``train_ds.set_transform(...)`` (training split only).
 
@@ -346,6 +377,10 @@ def make_train_transform(
             combined with the worker's torch seed, which differs per worker and epoch and is reproducible
             under ``torch.manual_seed``. Fresh OS entropy when None outside workers.
         image_column: the column of PIL images to augment; other columns pass through unchanged.
+        spaced_config: if given, the parameters for images whose formula (in `formula_column`) holds hand spacing
+            commands (`data.spacing.has_hand_spacing`), e.g. without blur and noise, so that a gap is only ever
+            labelled where it can be seen; `config` for the others.
+        formula_column: the column of LaTeX formulas that `spaced_config` looks at.
 
     Returns:
         A callable taking a batch dict of lists and returning it with augmented PIL ``'L'`` images.
@@ -353,7 +388,7 @@ def make_train_transform(
     # Augmentation runs one image per DataLoader worker and core; OpenCV's own threads would only oversubscribe
     # the cores, and setting this inside a forked worker can deadlock, so it is set here, before workers start.
     cv2.setNumThreads(1)
-    return TrainTransform(config or AugmentConfig(), seed, image_column)
+    return TrainTransform(config or AugmentConfig(), seed, image_column, spaced_config, formula_column)
 
 
 def _collect_pngs(inputs: Sequence[str]) -> list[Path]:

@@ -147,6 +147,30 @@ def test_datasets_transform_augments_on_the_fly() -> None:
     assert replay[0]["image"].tobytes() == first["image"].tobytes()
 
 
+def test_formulas_with_hand_spacing_take_the_spaced_config() -> None:
+    image = formula()
+    transform = make_train_transform(NOTHING, seed=0, spaced_config=EVERYTHING)
+    batch = {"image": [image, image, image], "formula": ["a \\, b", "a b", "a ~ ~ b"]}
+    spaced, plain, spaced_too = transform(batch)["image"]
+    assert plain.tobytes() == image.tobytes()  # NOTHING: only the size clamp, which this image is within
+    assert spaced.tobytes() != image.tobytes() and spaced_too.tobytes() != image.tobytes()
+    # the reverse: only the plain formula is augmented
+    transform = make_train_transform(EVERYTHING, seed=0, spaced_config=NOTHING)
+    spaced, plain = transform({"image": [image, image], "formula": ["a \\; b", "a b"]})["image"]
+    assert spaced.tobytes() == image.tobytes() and plain.tobytes() != image.tobytes()
+    with pytest.raises(KeyError, match="no column 'latex'"):
+        make_train_transform(spaced_config=NOTHING, formula_column="latex")({"image": [image], "formula": ["a"]})
+
+
+def test_with_options_replaces_fields_of_a_config() -> None:
+    base = AugmentConfig.from_options({"p_blur": 0.5, "blur_sigma_range": [0.3, 1.6]})
+    spaced = base.with_options('{"p_blur": 0, "scale_range": [0.8, 2.5]}')
+    assert (spaced.p_blur, spaced.blur_sigma_range, spaced.scale_range) == (0, (0.3, 1.6), (0.8, 2.5))
+    assert base.with_options(None) is base and base.p_blur == 0.5
+    with pytest.raises(ValueError, match="unknown augment options"):
+        base.with_options({"p_blurr": 0})
+
+
 def test_dataloader_workers_and_epochs_draw_different_augmentations() -> None:
     torch = pytest.importorskip("torch")
     ds = _dataset(2).with_transform(make_train_transform(EVERYTHING, seed=0))

@@ -203,6 +203,20 @@ def test_exclude_keeps_a_held_out_set_out_of_train(tmp_path, monkeypatch):
         select(tmp_path, monkeypatch, "--exclude", str(tmp_path / "nowhere"))
 
 
+def test_formulas_only_writes_train_unrendered_for_a_generalisation_set_to_exclude(tmp_path, monkeypatch):
+    options = ("--max-train", "20", "--coverage", "2", "--spacing", "0.5")
+    train = select(tmp_path, monkeypatch, *options)["train"][0]
+    monkeypatch.setattr(prepare, "write_split", lambda *args, **kwargs: pytest.fail("--formulas-only rendered"))
+    output = tmp_path / "selection"
+    prepare.main(["--formulas", str(tmp_path / "formulas"), "--output", str(output), *options, "--formulas-only"])
+    assert [path.name for path in (output / "data").iterdir()] == ["train-formulas.parquet"]
+    table = pq.read_table(output / "data" / "train-formulas.parquet")
+    assert list(zip(table["formula"].to_pylist(), table["source"].to_pylist(), strict=True)) == train
+    assert "coverage" in table["source"].to_pylist()
+    # what `data.generalization --dataset` excludes: the same keys as the rendered build's rows would give
+    assert prepare.dataset_formulas(output) == {overlap_key(formula) for formula, _ in train}
+
+
 @pytest.mark.parametrize("style", ["scattered", "typed"])
 def test_spacing_gives_train_hand_spacing_and_leaves_the_benchmark_alone(tmp_path, monkeypatch, style):
     options = ["--max-train", "20", "--coverage", "0", "--spacing", "1", "--spacing-style", style]

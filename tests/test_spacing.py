@@ -15,6 +15,7 @@ from data.spacing import (
     TYPED_RUNS,
     add_spacing,
     add_typed_spacing,
+    has_hand_spacing,
     spacing_gaps,
 )
 
@@ -116,3 +117,10 @@ def test_typed_spacing_spaces_as_the_authors_do():
     scattered = [runs_of(add_spacing(formula, rng, 2)) for _ in range(1000)]
     assert all(len(run) == 1 for runs in scattered for run in runs)
     assert one_command(typed) > 0.4 > 0.3 > one_command(scattered)
+
+
+def test_has_hand_spacing_looks_for_the_commands_as_tokens():
+    assert has_hand_spacing("a \\, b") and has_hand_spacing("a ~ ~ b") and has_hand_spacing("x \\qquad y")
+    assert not has_hand_spacing("a + b") and not has_hand_spacing("\\sqrt { x }")
+    assert not has_hand_spacing("a \\,b")  # tokens, not characters: "\\,b" is none of the commands
+    assert all(has_hand_spacing(add_spacing(FORMULAS[0], random.Random(seed), 1)) for seed in range(5))

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -179,9 +180,16 @@ def test_augment_options_are_logged_and_bad_ones_refused(tmp_path):
     no_eval = ("--eval_strategy", "no", "--do_eval", "false", "--load_best_model_at_end", "false")
     args = ("configs/tiny.json", "--max_train_seconds", "0", *no_eval)
     options = '{"p_blur": 0.9, "blur_sigma_range": [0.5, 1.6]}'
-    done = run_train(*args, "--output_dir", str(tmp_path / "good"), "--augment_options", options)
+    spaced = '{"p_blur": 0, "p_noise": 0}'
+    done = run_train(
+        *args, "--output_dir", str(tmp_path / "good"), "--augment_options", options, "--augment_spaced_options", spaced
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "p_blur=0.9, blur_sigma_range=(0.5, 1.6)" in done.stdout + done.stderr
+    # the spaced formulas' augmentation: augment_options' with the spaced options on top
+    assert re.search(
+        r"hand spacing: AugmentConfig\(.*p_blur=0, blur_sigma_range=\(0.5, 1.6\)", done.stdout + done.stderr
+    )
     done = run_train(*args, "--output_dir", str(tmp_path / "bad"), "--augment_options", '{"p_blurr": 0.9}')
     assert done.returncode == 2 and "unknown augment options ['p_blurr']" in done.stderr  # a usage error
     assert not (tmp_path / "bad").exists()  # refused before any work
@@ -235,6 +243,12 @@ def test_config_file_gives_augment_options_as_an_object(tmp_path):
     assert AugmentConfig.from_options(data_args.augment_options).noise_sigma_range == (2, 20)
     _, data_args, _, _ = parse_train_args(str(path), "--augment_options", '{"p_noise": 0.1}')
     assert AugmentConfig.from_options(data_args.augment_options).p_noise == 0.1  # the command line wins
+
+
+def test_bad_spaced_augment_options_are_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_train_args("configs/tiny.json", "--augment_spaced_options", '{"p_noisy": 0}')
+    assert exit_info.value.code == 2 and "unknown augment options ['p_noisy']" in capsys.readouterr().err
 
 
 def test_unknown_config_key_is_a_clear_error(tmp_path, capsys):
