@@ -89,7 +89,7 @@ class DataArguments:
         default=None,
         metadata={
             "help": "AugmentConfig fields that replace augment_options' for training formulas holding hand spacing "
-            'commands (data.spacing.HAND_SPACING), e.g. \'{"p_blur": 0, "p_noise": 0}\' so that a gap is only '
+            'commands (data.spacing.has_hand_spacing), e.g. \'{"p_blur": 0, "p_noise": 0}\' so that a gap is only '
             "labelled where it shows. Unset: one augmentation for every formula."
         },
     )

@@ -338,14 +338,12 @@ class TrainTransform:
         if self.image_column not in batch:
             raise KeyError(f"batch has no column {self.image_column!r}; columns: {sorted(batch)}")
         rng = self._generator()
-        configs = [self.config] * len(batch[self.image_column])
-        if self.spaced_config is not None:
-            if self.formula_column not in batch:
-                raise KeyError(f"batch has no column {self.formula_column!r}; columns: {sorted(batch)}")
-            configs = [
-                self.spaced_config if has_hand_spacing(formula) else self.config
-                for formula in batch[self.formula_column]
-            ]
+        if self.spaced_config is None:
+            configs = [self.config] * len(batch[self.image_column])
+        elif self.formula_column not in batch:
+            raise KeyError(f"batch has no column {self.formula_column!r}; columns: {sorted(batch)}")
+        else:
+            configs = [self.spaced_config if has_hand_spacing(f) else self.config for f in batch[self.formula_column]]
         batch[self.image_column] = [
             augment(image, config, rng) for image, config in zip(batch[self.image_column], configs, strict=True)
         ]

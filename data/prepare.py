@@ -383,8 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     folder = args.output / "data"
     folder.mkdir(parents=True, exist_ok=True)
     if args.formulas_only:
-        formulas, sources = zip(*train, strict=True) if train else ((), ())
-        table = pa.table({"formula": list(formulas), "source": list(sources)})
+        table = pa.table({"formula": [formula for formula, _ in train], "source": [source for _, source in train]})
         write_table(table, folder / "train-formulas.parquet")
         logger.info("wrote the %d train formulas, not rendered, to %s", len(train), folder / "train-formulas.parquet")
         return

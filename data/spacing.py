@@ -94,13 +94,9 @@ def add_spacing(formula: str, rng: random.Random, count: int) -> str:
     return " ".join(tokens)
 
 
-# The hand spacing commands: those im2latex-100k's authors type between atoms (the keys of `SPACING_WEIGHTS`).
-HAND_SPACING = frozenset(SPACING_WEIGHTS)
-
-
 def has_hand_spacing(formula: str) -> bool:
-    """Whether `formula` (canonical tokens) holds a hand spacing command (`HAND_SPACING`)."""
-    return not HAND_SPACING.isdisjoint(formula.split())
+    """Whether `formula` (canonical tokens) holds a hand spacing command (a key of `SPACING_WEIGHTS`)."""
+    return not SPACING_WEIGHTS.keys().isdisjoint(formula.split())
 
 
 T = TypeVar("T")
