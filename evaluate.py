@@ -47,7 +47,7 @@ from transformers import AutoProcessor
 
 from data.dataset import load_formula_dataset
 from data.metrics import compute_formula_metrics
-from modeling import Im2LatexForConditionalGeneration, InvalidImageError, group_token_ids
+from modeling import Im2LatexForConditionalGeneration, InvalidImageError, group_token_ids, spacing_token_ids
 from modeling.inference import read_formulas
 
 logger = logging.getLogger(__name__)
@@ -308,6 +308,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="keep every output's braces, \\left/\\right and \\begin/\\end balanced (the model's group_token_ids)",
     )
     parser.add_argument(
+        "--max-spacing-run",
+        type=int,
+        metavar="N",
+        help="at most N hand spacing commands of any kinds in a row (overrides the model's max_spacing_run)",
+    )
+    parser.add_argument(
         "--group-by",
         action="append",
         default=[],
@@ -317,9 +323,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rescore is None and (args.model is None or args.dataset is None):
         raise UsageError("give --model and --dataset, or --rescore PREDICTIONS")
-    if args.rescore is not None and (args.model or args.dataset or args.balanced_groups):
-        raise UsageError("--rescore scores saved predictions: it takes no --model, --dataset or --balanced-groups")
-    for name in ("num_beams", "batch_size", "max_samples"):
+    reading_options = args.model or args.dataset or args.balanced_groups or args.max_spacing_run is not None
+    if args.rescore is not None and reading_options:
+        raise UsageError(
+            "--rescore scores saved predictions: it takes no --model, --dataset, --balanced-groups, --max-spacing-run"
+        )
+    for name in ("num_beams", "batch_size", "max_samples", "max_spacing_run"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     for name in IMAGE_PROCESSOR_OPTIONS:
@@ -344,6 +353,9 @@ def read_dataset(args: argparse.Namespace) -> tuple[list[dict], dict]:
     args.num_beams = args.num_beams or model.generation_config.num_beams or 1
     if args.balanced_groups:
         model.config.group_token_ids = group_token_ids(processor.tokenizer)
+    if args.max_spacing_run is not None:
+        model.config.spacing_token_ids = spacing_token_ids(processor.tokenizer)
+        model.config.max_spacing_run = args.max_spacing_run
     for name in IMAGE_PROCESSOR_OPTIONS:
         if getattr(args, name) is not None:
             setattr(processor.image_processor, name, getattr(args, name))
@@ -364,6 +376,8 @@ def read_dataset(args: argparse.Namespace) -> tuple[list[dict], dict]:
         "model": args.model,
         "num_beams": args.num_beams,
         "balanced_groups": bool(getattr(model.config, "group_token_ids", None)),
+        "max_token_repeats": getattr(model.config, "max_token_repeats", None),
+        "max_spacing_run": getattr(model.config, "max_spacing_run", None),
         **{name: getattr(processor.image_processor, name) for name in IMAGE_PROCESSOR_OPTIONS},
         "seconds": round(seconds, 3),
         "formulas_per_second": len(records) / seconds if seconds > 0 else 0.0,

@@ -32,6 +32,7 @@ from modeling import (
     Im2LatexProcessor,
     make_config,
     make_generation_config,
+    spacing_token_ids,
     train_tokenizer,
 )
 
@@ -315,6 +316,7 @@ def main() -> None:
                 "stage_depths": model_args.encoder_stage_depths,
                 "stage_widths": model_args.encoder_stage_widths,
             },
+            spacing_token_ids=spacing_token_ids(tokenizer),
         )
         model = Im2LatexForConditionalGeneration(config)
     positions = model.config.decoder.max_position_embeddings

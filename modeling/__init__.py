@@ -10,7 +10,7 @@ from .image_processing_im2latex import Im2LatexImageProcessor, InvalidImageError
 from .modeling_im2latex import Im2LatexEncoderModel, Im2LatexForConditionalGeneration, PositionalEncoding2D
 from .pipeline_im2latex import PIPELINE_TASK, REGISTERED_TASK, ImageToLatexPipeline
 from .processing_im2latex import Im2LatexProcessor
-from .tokenization_im2latex import group_token_ids, train_tokenizer
+from .tokenization_im2latex import group_token_ids, spacing_token_ids, train_tokenizer
 
 AutoImageProcessor.register(Im2LatexEncoderConfig, Im2LatexImageProcessor, exist_ok=True)
 AutoProcessor.register(Im2LatexEncoderConfig, Im2LatexProcessor, exist_ok=True)
@@ -34,6 +34,7 @@ __all__ = [
     "load_image",
     "make_config",
     "make_generation_config",
+    "spacing_token_ids",
     "to_compact",
     "train_tokenizer",
 ]

@@ -165,6 +165,27 @@ class TokenRepeatLimit(LogitsProcessor):
         return scores.masked_fill(banned, -math.inf)  # no host sync: runs on the device as it is
 
 
+class SpacingRunLimit(LogitsProcessor):
+    """Bans every spacing command once an output's last `max_run` tokens are all spacing commands (`token_ids`), of
+    whatever kinds: a decoder looping on spacing that `TokenRepeatLimit` stops on one command goes on with another
+    (`\\, \\, ... \\; \\; ...`); this makes it go on with the formula, or end."""
+
+    def __init__(self, token_ids: list[int], max_run: int):
+        if max_run < 1:
+            raise ValueError(f"max_run must be at least 1, got {max_run}")
+        self.token_ids = torch.tensor(token_ids, dtype=torch.long)
+        self.max_run = max_run
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] - 1 < self.max_run:  # the start token is not generated
+            return scores
+        token_ids = self.token_ids.to(input_ids.device)
+        stuck = torch.isin(input_ids[:, -self.max_run :], token_ids).all(dim=1, keepdim=True)  # (batch * beams, 1)
+        banned = torch.zeros_like(scores, dtype=torch.bool)
+        banned[:, token_ids] = stuck
+        return scores.masked_fill(banned, -math.inf)
+
+
 class BalancedGroups(LogitsProcessor):
     """Keeps an output's LaTeX groups balanced, so that it can compile: a closing piece (`}`, `\\right)`,
     `\\end{...}`) only while a group of its kind is open, and the end token only once every group is closed.
@@ -249,8 +270,10 @@ class Im2LatexForConditionalGeneration(VisionEncoderDecoderModel):
     def generate(self, pixel_values: torch.Tensor | None = None, **kwargs):
         """`VisionEncoderDecoderModel.generate`, with each output's length bounded by its image's ink width when
         `config.max_tokens_per_column` is set (see `InkWidthLengthBound`), no token repeated more than
-        `config.max_token_repeats` times in a row when that is set (see `TokenRepeatLimit`), and LaTeX groups kept
-        balanced when `config.group_token_ids` is set (see `BalancedGroups`)."""
+        `config.max_token_repeats` times in a row when that is set (see `TokenRepeatLimit`), no more than
+        `config.max_spacing_run` spacing commands (`config.spacing_token_ids`) in a row when both are set (see
+        `SpacingRunLimit`), and LaTeX groups kept balanced when `config.group_token_ids` is set (see
+        `BalancedGroups`)."""
         processors = list(kwargs.get("logits_processor") or [])
         config = kwargs.get("generation_config") or self.generation_config
         groups = getattr(self.config, "group_token_ids", None)
@@ -266,6 +289,9 @@ class Im2LatexForConditionalGeneration(VisionEncoderDecoderModel):
         max_repeats = getattr(self.config, "max_token_repeats", None)
         if max_repeats is not None:  # 0 or less raises in TokenRepeatLimit: only None turns the limit off
             processors.append(TokenRepeatLimit(max_repeats))
+        max_run = getattr(self.config, "max_spacing_run", None)
+        if max_run is not None and getattr(self.config, "spacing_token_ids", None):  # as above: None turns it off
+            processors.append(SpacingRunLimit(self.config.spacing_token_ids, max_run))
         if processors:
             kwargs["logits_processor"] = LogitsProcessorList(processors)
         return super().generate(pixel_values=pixel_values, **kwargs)

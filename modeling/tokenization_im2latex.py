@@ -74,6 +74,9 @@ GROUP_PATTERNS = (
     (r"▁\\begin(?![a-zA-Z]).*", r"▁\\end(?![a-zA-Z]).*"),
 )
 DELIMITER_KIND = 1  # the pair of GROUP_PATTERNS that the bare `▁\left` and `▁\right` open and close
+# Hand spacing commands, each one piece when it is a LaTeX token of its own. Control space (`\ `) is left out: its
+# piece `▁\` also starts commands that the vocabulary splits (`▁\` `foo`).
+SPACING_COMMANDS = ("~", "\\,", "\\;", "\\:", "\\!", "\\quad", "\\qquad")
 
 
 def group_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, list]:
@@ -95,6 +98,13 @@ def group_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, list]:
         "bare_kind": DELIMITER_KIND,
         "delimiters": sorted(i for piece, i in vocab.items() if len(piece) == 1 and piece in string.punctuation),
     }
+
+
+def spacing_token_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
+    """The ids of the pieces that are a whole hand spacing command (`SPACING_COMMANDS`), for `make_config`'s
+    `spacing_token_ids`; commands missing from the vocabulary are left out."""
+    vocab = tokenizer.get_vocab()
+    return sorted(vocab[f"▁{command}"] for command in SPACING_COMMANDS if f"▁{command}" in vocab)
 
 
 def main(argv: list[str] | None = None) -> None:

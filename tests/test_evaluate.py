@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {"bleu", "token_edit_similarity", "cer", "exact_match", "truncated_fraction", "enlarged_fraction"}
 RUN_KEYS = {
     "num_samples", "num_skipped", "split", "dataset", "model", "num_beams", "balanced_groups", "min_glyph_height",
-    "denoise_strength", "seconds", "formulas_per_second",
+    "denoise_strength", "max_token_repeats", "max_spacing_run", "seconds", "formulas_per_second",
 }  # fmt: skip
 
 
@@ -64,6 +64,7 @@ def test_evaluate_writes_metrics_and_predictions(model_dir, dataset_dir, fixture
     done = run_evaluate(
         *("--model", str(model_dir), "--dataset", str(dataset_dir), "--split", "test", "--output", str(output)),
         *("--max-samples", "3", "--batch-size", "2", "--num-beams", "2", "--device", "cpu", "--min-bleu", "0.99"),
+        *("--max-spacing-run", "5"),
     )
     # A random model cannot reach BLEU 0.99: the files are written, then the exit status says it failed.
     assert done.returncode == 1, done.stderr[-3000:]
@@ -75,6 +76,8 @@ def test_evaluate_writes_metrics_and_predictions(model_dir, dataset_dir, fixture
     assert metrics["num_samples"] == 3 and metrics["num_skipped"] == 0 and metrics["num_beams"] == 2
     assert metrics["balanced_groups"] is False and metrics["min_glyph_height"] == 12  # the processor's
     assert metrics["denoise_strength"] == 1.0
+    assert metrics["max_token_repeats"] == 16 and metrics["max_spacing_run"] == 5  # the model's, and the flag's
+    assert json.loads((model_dir / "config.json").read_text())["max_spacing_run"] == 8  # the folder unchanged
     assert metrics["split"] == "test" and metrics["dataset"] == str(dataset_dir) and metrics["model"] == str(model_dir)
     assert 0.0 <= metrics["bleu"] < 0.99 and 0.0 <= metrics["token_edit_similarity"] <= 1.0
     assert metrics["cer"] >= 0.0 and 0.0 <= metrics["exact_match"] <= 1.0
@@ -158,6 +161,7 @@ def evaluate_script():
         ({"--batch-size": "0"}, "error: --batch-size must be at least 1, got 0"),
         ({"--min-glyph-height": "-1"}, "error: --min-glyph-height must be at least 0, got -1"),
         ({"--denoise-strength": "-0.5"}, "error: --denoise-strength must be at least 0, got -0.5"),
+        ({"--max-spacing-run": "0"}, "error: --max-spacing-run must be at least 1, got 0"),
     ],
 )
 def test_bad_arguments_exit_2(change, message, evaluate_script, model_dir, dataset_dir, tmp_path, capsys):
@@ -344,6 +348,7 @@ def test_rescore_scores_saved_predictions_again(evaluate_script, model_dir, styl
     [
         ([], "give --model and --dataset, or --rescore PREDICTIONS"),
         (["--rescore", "RUN", "--model", "MODEL"], "--rescore scores saved predictions: it takes no --model"),
+        (["--rescore", "RUN", "--max-spacing-run", "8"], "--rescore scores saved predictions: it takes no --model"),
         (["--rescore", "MISSING"], "no such file"),
         (["--rescore", "RUN", "--group-by", "style.dpi"], "line 1 has no style.dpi"),
         (["--rescore", "BROKEN"], "line 2 is not JSON"),

@@ -207,6 +207,50 @@ def test_no_token_is_repeated_more_than_max_token_repeats(tiny_model, tiny_proce
         tiny_model.generate(num_beams=1, **kwargs)
 
 
+class PreferEither(LogitsProcessor):
+    """Makes `first` win every step and `second` come next, as in a decoder looping on spacing commands."""
+
+    def __init__(self, first: int, second: int):
+        self.first, self.second = first, second
+
+    def __call__(self, input_ids, scores):
+        scores[:, self.first] += 2e4
+        scores[:, self.second] += 1e4
+        return scores
+
+
+def longest_run_of(row: list[int], token_ids: set[int]) -> int:
+    longest = run = 0
+    for token in row:
+        run = run + 1 if token in token_ids else 0
+        longest = max(longest, run)
+    return longest
+
+
+def test_no_more_than_max_spacing_run_spacing_commands_in_a_row(tiny_model, tiny_processor):
+    first, second = tiny_processor.tokenizer.convert_tokens_to_ids(["▁x", "▁y"])  # stand-ins for `\,` and `~`
+    pixel_values = tiny_processor(images=[formula_image(), formula_image("a/b", (120, 60))]).pixel_values
+    looping = LogitsProcessorList([PreferEither(first, second)])
+    kwargs = {"pixel_values": pixel_values, "min_new_tokens": 20, "max_new_tokens": 20, "logits_processor": looping}
+    tiny_model.config.max_token_repeats = 2  # alone, it turns the loop into `x x y x x y ...`
+    tiny_model.config.spacing_token_ids = [first, second]
+    tiny_model.config.max_spacing_run = None
+    assert [longest_run_of(row, {first, second}) for row in tiny_model.generate(**kwargs)[:, 1:].tolist()] == [20, 20]
+    tiny_model.config.max_spacing_run = 4
+    for beams in (1, 2):
+        rows = tiny_model.generate(num_beams=beams, **kwargs)[:, 1:].tolist()
+        # The pair still wins whenever it may: runs of exactly 4, each followed by one other token.
+        assert [longest_run_of(row, {first, second}) for row in rows] == [4, 4]
+        assert [sum(token in (first, second) for token in row) for row in rows] == [16, 16]
+        assert [longest_run(row, first) for row in rows] == [2, 2]  # the repeat limit still holds
+    tiny_model.config.spacing_token_ids = None  # no spacing commands known: no limit
+    assert [longest_run_of(row, {first, second}) for row in tiny_model.generate(**kwargs)[:, 1:].tolist()] == [20, 20]
+    tiny_model.config.spacing_token_ids = [first, second]
+    tiny_model.config.max_spacing_run = 0
+    with pytest.raises(ValueError, match="max_run must be at least 1, got 0"):
+        tiny_model.generate(**kwargs)
+
+
 def test_read_formulas_takes_a_list_of_end_token_ids(tiny_model, tiny_processor):
     # transformers 5.17 saves `eos_token_id` as a list; the reading must not depend on which form it is.
     prepare = tiny_processor.image_processor.prepare

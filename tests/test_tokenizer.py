@@ -1,11 +1,16 @@
 """The BPE LaTeX tokenizer: round trip on real formulas, special tokens, save/load."""
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoTokenizer
 
-from modeling import group_token_ids, train_tokenizer
+from data.spacing import SPACING_WEIGHTS
+from modeling import group_token_ids, spacing_token_ids, train_tokenizer
 from modeling.modeling_im2latex import BalancedGroups
+from modeling.tokenization_im2latex import SPACING_COMMANDS
 
 
 def read_lines(path):
@@ -83,3 +88,22 @@ def test_generation_could_write_every_validation_formula_with_groups_kept_balanc
             inner, at_end = lengths > step, lengths == step
             assert not banned[inner].any(), [texts[i] for i in (banned & inner).nonzero().flatten()][:3]
             assert (banned[at_end] != ends).all()
+
+
+def test_spacing_token_ids_are_the_whole_spacing_commands():
+    formulas = ["a \\, b ~ c \\quad d \\qquad e \\! f", "x \\; y \\, z \\quadrature"] * 20
+    tokenizer = train_tokenizer(formulas, vocab_size=160)
+    ids = spacing_token_ids(tokenizer)
+    # `\:` never appears, so it has no piece of its own; `\quadrature` does not count as `\quad`.
+    assert sorted(tokenizer.convert_ids_to_tokens(ids)) == sorted(
+        ["▁~", "▁\\,", "▁\\;", "▁\\!", "▁\\quad", "▁\\qquad"]
+    )
+    assert set(SPACING_COMMANDS) == set(SPACING_WEIGHTS)  # the same commands as the data's hand spacing
+
+
+def test_shipped_model_caps_runs_of_its_tokenizers_spacing_commands():
+    shipped = Path(__file__).resolve().parents[1] / "models/im2latex-base"
+    config = json.loads((shipped / "config.json").read_text())
+    ids = spacing_token_ids(AutoTokenizer.from_pretrained(shipped))
+    assert len(ids) == len(SPACING_COMMANDS)  # every command is one piece of the shipped vocabulary
+    assert config["spacing_token_ids"] == ids and config["max_spacing_run"] == 8
