@@ -1,0 +1,115 @@
+"""Count the hand spacing commands in `evaluate.py`'s readings against its references, and the loops among them.
+
+    python tools/spacing_report.py eval/predictions.jsonl                           # the whole set
+    python tools/spacing_report.py eval/predictions.jsonl --group-by style.degradation --min-run 5
+
+Prints, per spacing command (`~ \\, \\; \\: \\! \\quad \\qquad`), how often the readings write it and the references
+hold it, both in the canonical form that the metrics compare (control space is `~` there); how many readings differ
+from their reference only in spacing commands; and how many hold a run of `--min-run` or more spacing commands of any
+kinds in a row (mostly loops), with the spacing commands those runs hold.
+`--group-by` does the same for each value of a field that `evaluate.py --group-by` wrote into the readings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere: the repository's modules
+
+from data.normalize import canonical  # noqa: E402
+from modeling.tokenization_im2latex import SPACING_COMMANDS  # noqa: E402
+
+
+def spacing_runs(formula: str) -> list[int]:
+    """The lengths of the runs of spacing commands (of any kinds) in `formula` (canonical tokens), in order."""
+    runs, run = [], 0
+    for token in formula.split():
+        if token in SPACING_COMMANDS:
+            run += 1
+        elif run:
+            runs.append(run)
+            run = 0
+    return runs + [run] if run else runs
+
+
+def without_spacing(formula: str) -> list[str]:
+    return [token for token in formula.split() if token not in SPACING_COMMANDS]
+
+
+def spacing_report(records: list[dict], min_run: int = 5) -> dict:
+    """Spacing counts of `records` (dicts with `reference` and `prediction`), both sides in the canonical form that the
+    metrics compare (`data.normalize.canonical`: control space is `~` there): `written` and `references` per command,
+    `readings`, `spacing_only` (readings that differ from the reference in spacing commands alone), `looping` (readings
+    holding a run of at least `min_run`) and `in_runs` (the spacing commands in those runs)."""
+    written, references = Counter(), Counter()
+    spacing_only = looping = in_runs = 0
+    for record in records:
+        prediction, reference = canonical(record["prediction"]), canonical(record["reference"])
+        written.update(token for token in prediction.split() if token in SPACING_COMMANDS)
+        references.update(token for token in reference.split() if token in SPACING_COMMANDS)
+        spacing_only += prediction.split() != reference.split() and without_spacing(prediction) == without_spacing(
+            reference
+        )
+        long_runs = [run for run in spacing_runs(prediction) if run >= min_run]
+        looping += bool(long_runs)
+        in_runs += sum(long_runs)
+    return {
+        "readings": len(records),
+        "written": {command: written[command] for command in SPACING_COMMANDS},
+        "references": {command: references[command] for command in SPACING_COMMANDS},
+        "spacing_only": spacing_only,
+        "looping": looping,
+        "in_runs": in_runs,
+    }
+
+
+def format_report(report: dict, min_run: int) -> str:
+    lines = [f"{'command':<10}{'written':>10}{'references':>12}"]
+    for command in SPACING_COMMANDS:
+        lines.append(f"{command:<10}{report['written'][command]:>10}{report['references'][command]:>12}")
+    written, references = sum(report["written"].values()), sum(report["references"].values())
+    lines.append(f"{'all':<10}{written:>10}{references:>12}")
+    lines.append(
+        f"readings differing from the reference only in spacing: {report['spacing_only']} of {report['readings']}"
+    )
+    lines.append(
+        f"readings holding a run of {min_run}+ spacing commands: {report['looping']}, "
+        f"holding {report['in_runs']} of the {written} written"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("predictions", type=Path, help="predictions.jsonl written by evaluate.py")
+    parser.add_argument("--min-run", type=int, default=5, help="count readings with a spacing run this long or longer")
+    parser.add_argument("--group-by", metavar="FIELD", help="also report each value of this field of the readings")
+    args = parser.parse_args(argv)
+    if args.min_run < 1:
+        parser.error(f"--min-run must be at least 1, got {args.min_run}")
+    if not args.predictions.is_file():
+        parser.error(f"no such file: {args.predictions}")
+    records = []
+    for number, line in enumerate(args.predictions.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            parser.error(f"{args.predictions}: line {number} is not JSON")
+        missing = {"reference", "prediction", *([args.group_by] if args.group_by else [])} - set(record)
+        if missing:
+            parser.error(f"{args.predictions}: line {number} has no {', '.join(sorted(missing))}")
+        records.append(record)
+    print(format_report(spacing_report(records, args.min_run), args.min_run))
+    if args.group_by:
+        for value in sorted({str(record[args.group_by]) for record in records}):
+            group = [record for record in records if str(record[args.group_by]) == value]
+            print(f"\n{args.group_by} = {value}\n{format_report(spacing_report(group, args.min_run), args.min_run)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
