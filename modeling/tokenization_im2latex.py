@@ -74,8 +74,8 @@ GROUP_PATTERNS = (
     (r"▁\\begin(?![a-zA-Z]).*", r"▁\\end(?![a-zA-Z]).*"),
 )
 DELIMITER_KIND = 1  # the pair of GROUP_PATTERNS that the bare `▁\left` and `▁\right` open and close
-# Hand spacing commands, each one piece when it is a LaTeX token of its own. Control space (`\ `) is left out: its
-# piece `▁\` also starts commands that the vocabulary splits (`▁\` `foo`).
+# Hand spacing commands, each one piece when it is a LaTeX token of its own. Control space is not among them: the
+# canonical form writes it as `~` (data.normalize).
 SPACING_COMMANDS = ("~", "\\,", "\\;", "\\:", "\\!", "\\quad", "\\qquad")
 
 
