@@ -1,5 +1,6 @@
 """tools/spacing_report.py on a small predictions.jsonl, run as a user runs it."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -21,6 +22,15 @@ RECORDS = [
 def spacing_report(path: Path, *arguments: str) -> subprocess.CompletedProcess:
     command = [sys.executable, str(ROOT / "tools/spacing_report.py"), str(path), *arguments]
     return subprocess.run(command, cwd=path.parent, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def tool():
+    """The script as a module, for the error cases (run in this process: no second start of Python)."""
+    spec = importlib.util.spec_from_file_location("spacing_report", ROOT / "tools/spacing_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture()
@@ -56,14 +66,18 @@ def test_counts_spacing_written_and_in_references(predictions):
         (["--group-by", "style.dpi"], "line 1 has no style.dpi"),
     ],
 )
-def test_bad_arguments_exit_2(predictions, arguments, message):
-    done = spacing_report(predictions, *arguments)
-    assert done.returncode == 2 and message in done.stderr
+def test_bad_arguments_exit_2(tool, predictions, arguments, message, capsys):
+    with pytest.raises(SystemExit) as raised:
+        tool.main([str(predictions), *arguments])
+    assert raised.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_missing_or_broken_file_exits_2(predictions):
-    missing = spacing_report(predictions.parent / "none.jsonl")
-    assert missing.returncode == 2 and "no such file" in missing.stderr and "none.jsonl" in missing.stderr
+def test_missing_or_broken_file_exits_2(tool, predictions, capsys):
+    with pytest.raises(SystemExit) as raised:
+        tool.main([str(predictions.parent / "none.jsonl")])
+    error = capsys.readouterr().err
+    assert raised.value.code == 2 and "no such file" in error and "none.jsonl" in error
     predictions.write_text(json.dumps(RECORDS[0]) + "\nnot json\n")
-    broken = spacing_report(predictions)
-    assert broken.returncode == 2 and "line 2 is not JSON" in broken.stderr
+    with pytest.raises(SystemExit) as raised:
+        tool.main([str(predictions)])
+    assert raised.value.code == 2 and "line 2 is not JSON" in capsys.readouterr().err
