@@ -47,6 +47,7 @@ from transformers import AutoProcessor
 
 from data.dataset import load_formula_dataset
 from data.metrics import compute_formula_metrics
+from data.readings import read_readings
 from modeling import Im2LatexForConditionalGeneration, InvalidImageError, group_token_ids, spacing_token_ids
 from modeling.inference import read_formulas
 
@@ -188,21 +189,10 @@ def score_groups(records: list[dict], field: str) -> dict[str, dict]:
 def read_predictions(path: Path, fields: list[str]) -> tuple[list[dict], dict]:
     """A run's saved records (`predictions.jsonl`), checked for `fields`, and what the `metrics.json` beside it says
     (without its groups; its scores are computed again and replace the saved ones)."""
-    if not path.is_file():
-        raise UsageError(f"--rescore {path}: no such file")
-    records = []
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UsageError(f"--rescore {path}: line {number} is not JSON ({error})") from None
-            missing = {"reference", "prediction", "truncated", *fields} - set(record)
-            if missing:
-                raise UsageError(f"--rescore {path}: line {number} has no {', '.join(sorted(missing))}")
-            records.append(record)
-    if not records:
-        raise UsageError(f"--rescore {path}: no predictions in it")
+    try:
+        records = read_readings(path, ["truncated", *fields])
+    except ValueError as error:
+        raise UsageError(f"--rescore {error}") from None
     run = {}
     if (path.parent / "metrics.json").is_file():
         run = json.loads((path.parent / "metrics.json").read_text(encoding="utf-8"))

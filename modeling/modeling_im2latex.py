@@ -170,19 +170,19 @@ class SpacingRunLimit(LogitsProcessor):
     whatever kinds: a decoder looping on spacing that `TokenRepeatLimit` stops on one command goes on with another
     (`\\, \\, ... \\; \\; ...`); this makes it go on with the formula, or end."""
 
-    def __init__(self, token_ids: list[int], max_run: int):
+    def __init__(self, token_ids: list[int], max_run: int, device: torch.device | str = "cpu"):
         if max_run < 1:
             raise ValueError(f"max_run must be at least 1, got {max_run}")
-        self.token_ids = torch.tensor(token_ids, dtype=torch.long)
+        self.token_ids = torch.tensor(token_ids, dtype=torch.long, device=device)
         self.max_run = max_run
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[1] - 1 < self.max_run:  # the start token is not generated
             return scores
-        token_ids = self.token_ids.to(input_ids.device)
-        stuck = torch.isin(input_ids[:, -self.max_run :], token_ids).all(dim=1, keepdim=True)  # (batch * beams, 1)
+        tail = input_ids[:, -self.max_run :]  # (batch * beams, max_run)
+        stuck = torch.isin(tail, self.token_ids).all(dim=1, keepdim=True)  # (batch * beams, 1)
         banned = torch.zeros_like(scores, dtype=torch.bool)
-        banned[:, token_ids] = stuck
+        banned[:, self.token_ids] = stuck
         return scores.masked_fill(banned, -math.inf)
 
 
@@ -291,7 +291,7 @@ class Im2LatexForConditionalGeneration(VisionEncoderDecoderModel):
             processors.append(TokenRepeatLimit(max_repeats))
         max_run = getattr(self.config, "max_spacing_run", None)
         if max_run is not None and getattr(self.config, "spacing_token_ids", None):  # as above: None turns it off
-            processors.append(SpacingRunLimit(self.config.spacing_token_ids, max_run))
+            processors.append(SpacingRunLimit(self.config.spacing_token_ids, max_run, device=self.device))
         if processors:
             kwargs["logits_processor"] = LogitsProcessorList(processors)
         return super().generate(pixel_values=pixel_values, **kwargs)

@@ -179,10 +179,11 @@ class PreferToken(LogitsProcessor):
         return scores
 
 
-def longest_run(row: list[int], token_id: int) -> int:
+def longest_run(row: list[int], token_ids: set[int]) -> int:
+    """The longest run of tokens from `token_ids` in `row`."""
     longest = run = 0
     for token in row:
-        run = run + 1 if token == token_id else 0
+        run = run + 1 if token in token_ids else 0
         longest = max(longest, run)
     return longest
 
@@ -200,7 +201,7 @@ def test_no_token_is_repeated_more_than_max_token_repeats(tiny_model, tiny_proce
         sequences = tiny_model.generate(num_beams=beams, **kwargs)
         assert sequences.shape[1] == 21
         # The token still wins whenever it may: runs of exactly 3, each followed by one other token.
-        assert [longest_run(row, token_id) for row in sequences[:, 1:].tolist()] == [3, 3]
+        assert [longest_run(row, {token_id}) for row in sequences[:, 1:].tolist()] == [3, 3]
         assert ((sequences[:, 1:] == token_id).sum(dim=1) == 15).all()
     tiny_model.config.max_token_repeats = 0
     with pytest.raises(ValueError, match="max_repeats must be at least 1, got 0"):
@@ -219,14 +220,6 @@ class PreferEither(LogitsProcessor):
         return scores
 
 
-def longest_run_of(row: list[int], token_ids: set[int]) -> int:
-    longest = run = 0
-    for token in row:
-        run = run + 1 if token in token_ids else 0
-        longest = max(longest, run)
-    return longest
-
-
 def test_no_more_than_max_spacing_run_spacing_commands_in_a_row(tiny_model, tiny_processor):
     first, second = tiny_processor.tokenizer.convert_tokens_to_ids(["▁x", "▁y"])  # stand-ins for `\,` and `~`
     pixel_values = tiny_processor(images=[formula_image(), formula_image("a/b", (120, 60))]).pixel_values
@@ -235,16 +228,16 @@ def test_no_more_than_max_spacing_run_spacing_commands_in_a_row(tiny_model, tiny
     tiny_model.config.max_token_repeats = 2  # alone, it turns the loop into `x x y x x y ...`
     tiny_model.config.spacing_token_ids = [first, second]
     tiny_model.config.max_spacing_run = None
-    assert [longest_run_of(row, {first, second}) for row in tiny_model.generate(**kwargs)[:, 1:].tolist()] == [20, 20]
+    assert [longest_run(row, {first, second}) for row in tiny_model.generate(**kwargs)[:, 1:].tolist()] == [20, 20]
     tiny_model.config.max_spacing_run = 4
     for beams in (1, 2):
         rows = tiny_model.generate(num_beams=beams, **kwargs)[:, 1:].tolist()
         # The pair still wins whenever it may: runs of exactly 4, each followed by one other token.
-        assert [longest_run_of(row, {first, second}) for row in rows] == [4, 4]
+        assert [longest_run(row, {first, second}) for row in rows] == [4, 4]
         assert [sum(token in (first, second) for token in row) for row in rows] == [16, 16]
-        assert [longest_run(row, first) for row in rows] == [2, 2]  # the repeat limit still holds
+        assert [longest_run(row, {first}) for row in rows] == [2, 2]  # the repeat limit still holds
     tiny_model.config.spacing_token_ids = None  # no spacing commands known: no limit
-    assert [longest_run_of(row, {first, second}) for row in tiny_model.generate(**kwargs)[:, 1:].tolist()] == [20, 20]
+    assert [longest_run(row, {first, second}) for row in tiny_model.generate(**kwargs)[:, 1:].tolist()] == [20, 20]
     tiny_model.config.spacing_token_ids = [first, second]
     tiny_model.config.max_spacing_run = 0
     with pytest.raises(ValueError, match="max_run must be at least 1, got 0"):

@@ -1,12 +1,13 @@
 """tools/spacing_report.py on a small predictions.jsonl, run as a user runs it."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tools import spacing_report as tool
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = [
@@ -22,15 +23,6 @@ RECORDS = [
 def spacing_report(path: Path, *arguments: str) -> subprocess.CompletedProcess:
     command = [sys.executable, str(ROOT / "tools/spacing_report.py"), str(path), *arguments]
     return subprocess.run(command, cwd=path.parent, capture_output=True, text=True, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def tool():
-    """The script as a module, for the error cases (run in this process: no second start of Python)."""
-    spec = importlib.util.spec_from_file_location("spacing_report", ROOT / "tools/spacing_report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture()
@@ -66,13 +58,13 @@ def test_counts_spacing_written_and_in_references(predictions):
         (["--group-by", "style.dpi"], "line 1 has no style.dpi"),
     ],
 )
-def test_bad_arguments_exit_2(tool, predictions, arguments, message, capsys):
+def test_bad_arguments_exit_2(predictions, arguments, message, capsys):
     with pytest.raises(SystemExit) as raised:
         tool.main([str(predictions), *arguments])
     assert raised.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_missing_or_broken_file_exits_2(tool, predictions, capsys):
+def test_missing_or_broken_file_exits_2(predictions, capsys):
     with pytest.raises(SystemExit) as raised:
         tool.main([str(predictions.parent / "none.jsonl")])
     error = capsys.readouterr().err
@@ -81,3 +73,7 @@ def test_missing_or_broken_file_exits_2(tool, predictions, capsys):
     with pytest.raises(SystemExit) as raised:
         tool.main([str(predictions)])
     assert raised.value.code == 2 and "line 2 is not JSON" in capsys.readouterr().err
+    predictions.write_text("")
+    with pytest.raises(SystemExit) as raised:
+        tool.main([str(predictions)])
+    assert raised.value.code == 2 and "no predictions in it" in capsys.readouterr().err

@@ -13,7 +13,6 @@ kinds in a row (mostly loops), with the spacing commands those runs hold.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from anywhere: the repository's modules
 
 from data.normalize import canonical  # noqa: E402
+from data.readings import read_readings  # noqa: E402
 from modeling.tokenization_im2latex import SPACING_COMMANDS  # noqa: E402
 
 
@@ -41,14 +41,14 @@ def without_spacing(formula: str) -> list[str]:
 
 
 def spacing_report(records: list[dict], min_run: int = 5) -> dict:
-    """Spacing counts of `records` (dicts with `reference` and `prediction`), both sides in the canonical form that the
-    metrics compare (`data.normalize.canonical`: control space is `~` there): `written` and `references` per command,
+    """Spacing counts of `records` (dicts with `reference` and `prediction`, both in the canonical form that the
+    metrics compare: `data.normalize.canonical`, where control space is `~`): `written` and `references` per command,
     `readings`, `spacing_only` (readings that differ from the reference in spacing commands alone), `looping` (readings
     holding a run of at least `min_run`) and `in_runs` (the spacing commands in those runs)."""
     written, references = Counter(), Counter()
     spacing_only = looping = in_runs = 0
     for record in records:
-        prediction, reference = canonical(record["prediction"]), canonical(record["reference"])
+        prediction, reference = record["prediction"], record["reference"]
         written.update(token for token in prediction.split() if token in SPACING_COMMANDS)
         references.update(token for token in reference.split() if token in SPACING_COMMANDS)
         spacing_only += prediction.split() != reference.split() and without_spacing(prediction) == without_spacing(
@@ -91,18 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.min_run < 1:
         parser.error(f"--min-run must be at least 1, got {args.min_run}")
-    if not args.predictions.is_file():
-        parser.error(f"no such file: {args.predictions}")
-    records = []
-    for number, line in enumerate(args.predictions.read_text(encoding="utf-8").splitlines(), start=1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            parser.error(f"{args.predictions}: line {number} is not JSON")
-        missing = {"reference", "prediction", *([args.group_by] if args.group_by else [])} - set(record)
-        if missing:
-            parser.error(f"{args.predictions}: line {number} has no {', '.join(sorted(missing))}")
-        records.append(record)
+    try:
+        records = read_readings(args.predictions, [args.group_by] if args.group_by else [])
+    except ValueError as error:
+        parser.error(str(error))
+    for record in records:  # once, whatever the groups
+        record["prediction"], record["reference"] = canonical(record["prediction"]), canonical(record["reference"])
     print(format_report(spacing_report(records, args.min_run), args.min_run))
     if args.group_by:
         for value in sorted({str(record[args.group_by]) for record in records}):
