@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 import transformers
 from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed
+from transformers.integrations import TensorBoardCallback
+from transformers.integrations.integration_utils import default_logdir
 from transformers.trainer_utils import get_last_checkpoint
 
 from data.augment import AugmentConfig, make_train_transform
@@ -372,6 +374,11 @@ def main() -> None:
     )
     if run_args.max_train_seconds is not None:
         trainer.add_callback(TimeBudget(run_args.max_train_seconds))
+    for callback in trainer.callback_handler.callbacks:
+        # TensorBoard's folder (OUTPUT/runs/DATE_HOST) is named when training begins: a run that only evaluates
+        # would log to ./runs instead.
+        if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+            callback.logging_dir = str(Path(training_args.output_dir) / default_logdir())
 
     # 7. Train, resuming from the last checkpoint of an interrupted run
     if training_args.do_train:

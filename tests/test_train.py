@@ -407,3 +407,4 @@ def test_recalibration_alone_changes_only_the_batch_norm_statistics(trained, tmp
     assert json.loads((output / "config.json").read_text())["use_cache"] is True
     assert json.loads((output / "generation_config.json").read_text())["max_length"] == generation["max_length"]
     assert (output / "processor_config.json").is_file() and not (output / "trainer_state.json").exists()
+    assert list(output.glob("runs/*/events.out.tfevents.*"))  # its evaluation's log, not in the working directory
