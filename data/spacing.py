@@ -9,7 +9,8 @@ label says, and the model learns to read gaps from the image rather than guess t
 A command goes only where TeX spaces it as written and where it shows: between two tokens of which neither is a
 script sign (``^ _ '``), the first takes no argument and the second does not open a group (so no argument is
 split from its command), outside the groups that hold no math (an array's column spec, an operator's name, a
-length), not at either end of the formula nor beside ``&``, ``\\`` or another spacing command.
+length) or a length written without braces (``\kern - 0 . 4 e x``), not at either end of the formula nor beside
+``&``, ``\\`` or another spacing command.
 
 `add_typed_spacing` spaces a formula the way those authors type (``--spacing-style typed``): a formula mostly keeps
 to one command, some gaps get a run of it (``~ ~ ~``, ``\; \;``), and a few formulas get many gaps, at the rates of
@@ -39,6 +40,9 @@ TYPED_WEIGHTS = {"~": 0.34, "\\,": 0.33, "\\;": 0.16, "\\quad": 0.09, "\\qquad":
 TYPED_RUNS = {"~": 0.21, "\\,": 0.05, "\\;": 0.21, "\\quad": 0.04, "\\qquad": 0.02, "\\!": 0.2, "\\:": 0.0}
 TYPED_RUN_LENGTHS = {2: 0.46, 3: 0.30, 4: 0.24}
 TYPED_KEEP = 0.56
+# Commands followed by a length without braces (`\kern - 0 . 4 e x`): the length runs to its two-letter unit.
+_TAKES_LENGTH = {"\\kern", "\\mkern", "\\hskip", "\\mskip", "\\vskip"}
+_LENGTH_SIGNS = set("+-.,0123456789")
 # Tokens after which a command would become an argument, a script or a modifier of what follows (besides
 # `_ARGUMENT_COUNTS`, and the spacing commands, `_SPACING_KEEP`, checked on their own; `\left(` and its kin are
 # one token in the canonical form, so a command after one is inside the delimiters).
@@ -60,7 +64,12 @@ def spacing_gaps(tokens: list[str]) -> list[int]:
     """The indices ``i`` at which a spacing command may go before ``tokens[i]`` (see the module's rules)."""
     gaps = []
     protected = [False]  # one entry per open group: is it a group that holds no math?
+    unit = None  # inside a braceless length: the letters of its unit so far
     for i, token in enumerate(tokens):
+        if unit is not None and len(unit) < 2 and (token in _LENGTH_SIGNS or (len(token) == 1 and token.isalpha())):
+            unit += token if token.isalpha() else ""
+            continue  # no gap inside a length
+        unit = "" if token in _TAKES_LENGTH else None
         if i > 0 and not any(protected):
             before = tokens[i - 1]
             if (

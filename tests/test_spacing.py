@@ -55,6 +55,9 @@ def test_gaps_keep_arguments_scripts_and_ends_whole():
     # a sized delimiter is two tokens, kept together
     sized = "\\big ( x \\big )".split()
     assert [(sized[i - 1], sized[i]) for i in spacing_gaps(sized)] == [("(", "x"), ("x", "\\big")]
+    # a length without braces runs to its unit
+    kern = "| \\mkern - 1 . 5 m u | x \\kern 2 p t y".split()
+    assert [(kern[i - 1], kern[i]) for i in spacing_gaps(kern)] == [("u", "|"), ("|", "x"), ("t", "y")]
     assert spacing_gaps(["x"]) == []
     assert add_spacing("x", random.Random(0), 3) == "x"
 
