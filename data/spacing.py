@@ -64,12 +64,13 @@ def spacing_gaps(tokens: list[str]) -> list[int]:
     """The indices ``i`` at which a spacing command may go before ``tokens[i]`` (see the module's rules)."""
     gaps = []
     protected = [False]  # one entry per open group: is it a group that holds no math?
-    unit = None  # inside a braceless length: the letters of its unit so far
+    unit_letters = None  # inside a braceless length: how many letters of its unit have been seen
     for i, token in enumerate(tokens):
-        if unit is not None and len(unit) < 2 and (token in _LENGTH_SIGNS or (len(token) == 1 and token.isalpha())):
-            unit += token if token.isalpha() else ""
+        is_letter = len(token) == 1 and token.isalpha()
+        if unit_letters is not None and unit_letters < 2 and (token in _LENGTH_SIGNS or is_letter):
+            unit_letters += is_letter
             continue  # no gap inside a length
-        unit = "" if token in _TAKES_LENGTH else None
+        unit_letters = 0 if token in _TAKES_LENGTH else None
         if i > 0 and not any(protected):
             before = tokens[i - 1]
             if (
@@ -106,6 +107,11 @@ def add_spacing(formula: str, rng: random.Random, count: int) -> str:
 def has_hand_spacing(formula: str) -> bool:
     """Whether `formula` (canonical tokens) holds a hand spacing command (a key of `SPACING_WEIGHTS`)."""
     return not SPACING_WEIGHTS.keys().isdisjoint(formula.split())
+
+
+def without_spacing(formula: str) -> list[str]:
+    """The tokens of `formula` (canonical tokens) but its hand spacing commands (the keys of `SPACING_WEIGHTS`)."""
+    return [token for token in formula.split() if token not in SPACING_WEIGHTS]
 
 
 T = TypeVar("T")

@@ -17,6 +17,7 @@ from data.spacing import (
     add_typed_spacing,
     has_hand_spacing,
     spacing_gaps,
+    without_spacing,
 )
 
 FORMULAS = [
@@ -26,10 +27,6 @@ FORMULAS = [
     "\\sqrt { a + b } \\sum \\limits _ { i } x _ { i }",
     "\\left( a , b \\right) = \\mathrm { d } x",
 ]
-
-
-def without_spacing(formula: str) -> list[str]:
-    return [token for token in formula.split() if token not in SPACING_WEIGHTS]
 
 
 @pytest.mark.parametrize("formula", FORMULAS)

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file fr
 
 from data.normalize import canonical  # noqa: E402
 from data.readings import read_readings  # noqa: E402
+from data.spacing import without_spacing  # noqa: E402
 from modeling.tokenization_im2latex import SPACING_COMMANDS  # noqa: E402
 
 
@@ -34,10 +35,6 @@ def spacing_runs(formula: str) -> list[int]:
             runs.append(run)
             run = 0
     return runs + [run] if run else runs
-
-
-def without_spacing(formula: str) -> list[str]:
-    return [token for token in formula.split() if token not in SPACING_COMMANDS]
 
 
 def spacing_report(records: list[dict], min_run: int = 5) -> dict:
