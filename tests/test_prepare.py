@@ -21,7 +21,7 @@ from data import prepare
 from data.coverage import coverage_formulas
 from data.prepare import overlap_key, squash
 from data.render import DENG, RenderStyle, wide_style
-from data.spacing import SPACING_WEIGHTS
+from data.spacing import has_hand_spacing, without_spacing
 
 # Raw lists, as in ../shared/data/formulas. The benchmark lists are in canonical token form already.
 LISTS = {
@@ -223,14 +223,12 @@ def test_spacing_gives_train_hand_spacing_and_leaves_the_benchmark_alone(tmp_pat
     selected = select(tmp_path, monkeypatch, *options)
     assert selected["summary"]["spacing_style"] == style
     train = [formula for formula, _ in selected["train"][0]]
-    spaced = [formula for formula in train if any(token in SPACING_WEIGHTS for token in formula.split())]
+    spaced = [formula for formula in train if has_hand_spacing(formula)]
     # every formula with a gap got spacing commands; without them, train is what it would have been
     no_gap = {"\\sqrt { x }", "\\alpha _ { i }", "\\sqrt { 2 }", "\\beta"}  # nothing between two atoms
     assert len(spaced) == selected["summary"]["spacing_formulas"] == len(TRAIN) + 1 - len(no_gap)
     assert no_gap <= set(train)
-    assert sorted(" ".join(t for t in f.split() if t not in SPACING_WEIGHTS) for f in train) == sorted(
-        {*TRAIN, "\\notamacro x"}
-    )
+    assert sorted(" ".join(without_spacing(f)) for f in train) == sorted({*TRAIN, "\\notamacro x"})
     assert selected["validation"][0] == [(f, "im2latex-100k") for f in LISTS["im2latex-100k/validation.txt"]]
     assert "spacing_formulas" not in select(tmp_path, monkeypatch, "--max-train", "20", "--coverage", "0")["summary"]
 
@@ -241,7 +239,7 @@ def test_spacing_font_cm_renders_the_spaced_formulas_in_computer_modern(tmp_path
     rows, style, _ = selected["train"]
     formulas = [formula for formula, _ in rows]
     assert selected["summary"]["spacing_font"] == "cm"
-    spaced = [f for f in formulas if any(token in SPACING_WEIGHTS for token in f.split())]
+    spaced = [f for f in formulas if has_hand_spacing(f)]
     plain = [f for f in formulas if f not in spaced]
     assert spaced and plain
     for index, formula in enumerate(formulas):

@@ -124,3 +124,9 @@ def test_has_hand_spacing_looks_for_the_commands_as_tokens():
     assert not has_hand_spacing("a + b") and not has_hand_spacing("\\sqrt { x }")
     assert not has_hand_spacing("a \\,b")  # tokens, not characters: "\\,b" is none of the commands
     assert all(has_hand_spacing(add_spacing(FORMULAS[0], random.Random(seed), 1)) for seed in range(5))
+
+
+def test_without_spacing_drops_exactly_the_commands_as_tokens():
+    assert without_spacing("a \\, b ~ ~ c \\quad d \\! e \\: f \\; g \\qquad h") == list("abcdefgh")
+    assert without_spacing("a \\,b \\hspace { 1 e m } c") == ["a", "\\,b", "\\hspace", "{", "1", "e", "m", "}", "c"]
+    assert without_spacing("\\, ~") == [] and without_spacing("") == []
