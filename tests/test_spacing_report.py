@@ -41,20 +41,34 @@ def test_counts_spacing_written_and_in_references(predictions):
     assert lines[3].split() == ["\\;", "1", "0"] and lines[6].split() == ["\\quad", "1", "0"]
     assert lines[8].split() == ["all", "8", "2"]
     assert lines[9] == "readings differing from the reference only in spacing: 2 of 4"
-    assert lines[10] == "readings holding a run of 5+ spacing commands: 1, holding 5 of the 8 written"
+    assert lines[10] == "the commonest differences in them, reference -> reading (- is nothing):"
+    assert [line.split() for line in lines[11:14]] == [
+        ["1", "\\,", "->", "\\;"],
+        ["1", "-", "->", "\\,", "\\,", "\\quad", "\\,", "\\,"],
+        ["1", "-", "->", "~"],
+    ]
+    assert lines[14] == "readings holding a run of 5+ spacing commands: 1, holding 5 of the 8 written"
     assert blur.splitlines()[0] == "look = blur" and blur.splitlines()[-1].endswith(": 1, holding 5 of the 6 written")
     assert plain.splitlines()[0] == "look = plain" and "only in spacing: 1 of 2" in plain
-    longer = spacing_report(predictions, "--min-run", "6")
-    assert (
-        longer.stdout.splitlines()[-1]
-        == "readings holding a run of 6+ spacing commands: 0, holding 0 of the 8 written"
-    )
+    longer = spacing_report(predictions, "--min-run", "6", "--edits", "1")
+    assert longer.stdout.splitlines()[-3:] == [
+        "the commonest differences in them, reference -> reading (- is nothing):",
+        "       1  \\, -> \\;",
+        "readings holding a run of 6+ spacing commands: 0, holding 0 of the 8 written",
+    ]
+    assert "reference -> reading" not in spacing_report(predictions, "--edits", "0").stdout
+
+
+def test_edits_align_spacing_spans():
+    assert tool.spacing_edits("a \\; b ~ c".split(), "a ~ b ~ c \\,".split()) == [("\\;", "~"), ("-", "\\,")]
+    assert tool.spacing_edits("a b".split(), "a b".split()) == []
 
 
 @pytest.mark.parametrize(
     "arguments, message",
     [
         (["--min-run", "0"], "--min-run must be at least 1, got 0"),
+        (["--edits", "-1"], "--edits must be at least 0, got -1"),
         (["--group-by", "style.dpi"], "line 1 has no style.dpi"),
     ],
 )
