@@ -50,11 +50,12 @@ def spacing_report(records: list[dict], min_run: int = 5) -> dict:
     spacing_only = looping = in_runs = 0
     for record in records:
         prediction, reference = record["prediction"], record["reference"]
-        written.update(token for token in prediction.split() if token in SPACING_COMMANDS)
-        references.update(token for token in reference.split() if token in SPACING_COMMANDS)
-        if prediction.split() != reference.split() and without_spacing(prediction) == without_spacing(reference):
+        predicted, referenced = prediction.split(), reference.split()
+        written.update(token for token in predicted if token in SPACING_COMMANDS)
+        references.update(token for token in referenced if token in SPACING_COMMANDS)
+        if predicted != referenced and without_spacing(prediction) == without_spacing(reference):
             spacing_only += 1
-            edits.update(spacing_edits(reference.split(), prediction.split()))
+            edits.update(spacing_edits(referenced, predicted))
         long_runs = [run for run in spacing_runs(prediction) if run >= min_run]
         looping += bool(long_runs)
         in_runs += sum(long_runs)
